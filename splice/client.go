@@ -1,0 +1,291 @@
+package splice
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wsplice/wsplice/rpc"
+	"github.com/wsplice/wsplice/wsframe"
+)
+
+// maxRequest bounds the client's HTTP upgrade request.
+const maxRequest = 8 << 10
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// reqRW hands a buffered request to gobwas/ws and collects its response.
+type reqRW struct {
+	r   *bytes.Reader
+	out *bytes.Buffer
+}
+
+func (rw reqRW) Read(p []byte) (int, error)  { return rw.r.Read(p) }
+func (rw reqRW) Write(p []byte) (int, error) { return rw.out.Write(p) }
+
+// handshake parses the client's upgrade request, however it was split
+// across reads: until the blank line arrives, everything is carried.
+func (e *engine) handshake(c *conn, data []byte) int {
+	end := bytes.Index(data, crlfcrlf)
+	if end < 0 {
+		if len(data) > maxRequest {
+			e.reject(c, 431, "request header too large")
+			return len(data)
+		}
+		return 0
+	}
+	end += len(crlfcrlf)
+	if end > maxRequest {
+		e.reject(c, 431, "request header too large")
+		return len(data)
+	}
+	if max := e.srv.cfg.MaxSessions; max > 0 && e.srv.sessions.Load() >= int64(max) {
+		e.reject(c, 503, "too many sessions")
+		return len(data)
+	}
+	var out bytes.Buffer
+	u := ws.Upgrader{}
+	if _, err := u.Upgrade(reqRW{bytes.NewReader(data[:end]), &out}); err != nil {
+		e.reject(c, 400, handshakeReason(err))
+		return len(data)
+	}
+	e.queue(c, append(e.genBuf(out.Len())[:0], out.Bytes()...))
+	e.srv.sessions.Add(1)
+	s := &session{e: e, client: c, start: e.now}
+	c.sess = s
+	c.st = stOpen
+	c.deadline = time.Time{}
+	return end + e.clientInput(c, data[end:])
+}
+
+// handshakeReason turns a gobwas/ws handshake error into one line.
+func handshakeReason(err error) string {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "incomplete request"
+	}
+	return "not a WebSocket upgrade: " + err.Error()
+}
+
+// reject answers a request that is not a valid upgrade with an HTTP
+// error and a one-line reason, then closes. Nothing of the request is
+// echoed.
+func (e *engine) reject(c *conn, status int, reason string) {
+	text := map[int]string{400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}[status]
+	body := reason + "\n"
+	resp := "HTTP/1.1 " + strconv.Itoa(status) + " " + text + "\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
+		"Connection: close\r\n\r\n" + body
+	e.queue(c, []byte(resp))
+	e.closing(c)
+}
+
+// clientProtocolError ends the session: the client gets a close with code
+// and why, the upstreams a going-away close.
+func (e *engine) clientProtocolError(c *conn, code int, why string) {
+	if len(why) > 123 {
+		why = why[:123]
+	}
+	e.endSession(c.sess, closeMsg{code: 1001, reason: "client error"}, &closeMsg{code: code, reason: why})
+}
+
+// clientInput processes frames from the client and returns the bytes it
+// consumed; the rest (a partial header, a partial control frame) is
+// carried to the next read.
+func (e *engine) clientInput(c *conn, b []byte) int {
+	s := c.sess
+	rx := &c.rx
+	used := 0
+	for used < len(b) && c.st == stOpen {
+		if rx.remain > 0 {
+			n := len(b) - used
+			if int64(n) > rx.remain {
+				n = int(rx.remain)
+			}
+			p := b[used : used+n]
+			switch rx.mode {
+			case modeForward:
+				e.queue(rx.dst, p)
+			case modeControl:
+				wsframe.Cipher(p, rx.mask, rx.maskOff)
+				rx.maskOff += n
+				s.ctrl = append(s.ctrl, p...)
+			}
+			s.bytesIn += int64(n)
+			rx.remain -= int64(n)
+			used += n
+			if rx.remain == 0 {
+				e.clientFrameEnd(c)
+			}
+			continue
+		}
+		h, hn, err := wsframe.Parse(b[used:])
+		if err != nil {
+			code := 1002
+			if errors.Is(err, wsframe.ErrControlTooLong) {
+				code = 1009
+			}
+			e.clientProtocolError(c, code, err.Error())
+			return len(b)
+		}
+		if hn == 0 {
+			return used
+		}
+		if !h.Masked {
+			e.clientProtocolError(c, 1002, "client frames must be masked")
+			return len(b)
+		}
+		avail := int64(len(b) - used - hn)
+		if h.OpCode.IsControl() {
+			if avail < h.Length {
+				return used
+			}
+			p := b[used+hn : used+hn+int(h.Length)]
+			wsframe.Cipher(p, h.Mask, 0)
+			used += hn + len(p)
+			e.clientControl(c, h.OpCode, p)
+			continue
+		}
+		if h.OpCode == ws.OpContinuation {
+			if !rx.inMsg {
+				e.clientProtocolError(c, 1002, "continuation frame without a message")
+				return len(b)
+			}
+			rx.mode, rx.dst, rx.fin = rx.msgMode, rx.msgDst, h.Fin
+			switch rx.mode {
+			case modeForward:
+				if rx.dst.st != stOpen {
+					rx.mode = modeDiscard
+					break
+				}
+				e.queue(rx.dst, b[used:used+hn]) // the header goes as it came
+			case modeControl:
+				if int64(len(s.ctrl))+h.Length > e.srv.cfg.FrameSizeLimit {
+					e.ctrlTooLong(c)
+					return len(b)
+				}
+				rx.mask, rx.maskOff = h.Mask, 0
+			}
+			used += hn
+			rx.remain = h.Length
+			if rx.remain == 0 {
+				e.clientFrameEnd(c)
+			}
+			continue
+		}
+		// The first frame of a data message: it starts with the index.
+		if rx.inMsg {
+			e.clientProtocolError(c, 1002, "data frame inside a fragmented message")
+			return len(b)
+		}
+		if h.Length < 2 {
+			if avail < h.Length {
+				return used
+			}
+			used += hn + int(h.Length)
+			e.sendCtrl(s, rpc.EncodeWarn(rpc.FrameTooShort, "data message shorter than the 2-byte index"))
+			if !h.Fin {
+				rx.inMsg, rx.msgMode, rx.msgDst = true, modeDiscard, nil
+			}
+			continue
+		}
+		if avail < 2 {
+			return used
+		}
+		idx := wsframe.Index(b[used+hn:], h.Mask, true)
+		rx.fin = h.Fin
+		rx.remain = h.Length - 2
+		rx.dst = nil
+		switch u := s.upstream(idx); {
+		case idx == 0xffff:
+			if rx.remain > e.srv.cfg.FrameSizeLimit {
+				e.ctrlTooLong(c)
+				return len(b)
+			}
+			rx.mode, rx.mask, rx.maskOff = modeControl, h.Mask, 2
+			s.ctrl = s.ctrl[:0]
+			used += hn + 2
+		case u == nil:
+			e.sendCtrl(s, rpc.EncodeWarn(rpc.UnknownConnection, "no upstream at index "+strconv.Itoa(int(idx))))
+			rx.mode = modeDiscard
+			used += hn + 2
+		default:
+			// Rewrite the header in place: it ends where the payload
+			// after the index begins, masked with the key rotated by 2.
+			nh := ws.Header{Fin: h.Fin, OpCode: h.OpCode, Masked: true,
+				Mask: wsframe.RotateMask(h.Mask, 2), Length: rx.remain}
+			if u.msgType != 0 {
+				nh.OpCode = u.msgType
+			}
+			start := wsframe.PutBefore(b, used+hn+2, nh)
+			e.queue(u, b[start:used+hn+2])
+			rx.mode, rx.dst = modeForward, u
+			used += hn + 2
+		}
+		if !h.Fin {
+			rx.inMsg, rx.msgMode, rx.msgDst = true, rx.mode, rx.dst
+		}
+		if rx.remain == 0 {
+			e.clientFrameEnd(c)
+		}
+	}
+	if c.st != stOpen {
+		return len(b)
+	}
+	return used
+}
+
+// ctrlTooLong answers a control message over --frame-size-limit.
+func (e *engine) ctrlTooLong(c *conn) {
+	s := c.sess
+	e.sendCtrl(s, rpc.EncodeWarn(rpc.FrameTooLong, "control message over the frame size limit of "+strconv.FormatInt(e.srv.cfg.FrameSizeLimit, 10)+" bytes"))
+	e.clientProtocolError(c, 1009, "control message too long")
+}
+
+// clientFrameEnd runs when the payload of a client data frame is all in.
+func (e *engine) clientFrameEnd(c *conn) {
+	rx := &c.rx
+	mode := rx.mode
+	rx.mode, rx.dst = modeDiscard, nil
+	if !rx.fin {
+		return
+	}
+	rx.inMsg, rx.msgMode, rx.msgDst = false, modeDiscard, nil
+	if mode == modeControl {
+		s := c.sess
+		msg := s.ctrl
+		s.ctrl = nil
+		e.dispatch(s, msg)
+	}
+}
+
+// clientControl handles a whole control frame from the client; p is
+// unmasked.
+func (e *engine) clientControl(c *conn, op ws.OpCode, p []byte) {
+	s := c.sess
+	switch op {
+	case ws.OpPing:
+		e.sendClientControl(s, ws.OpPong, p)
+	case ws.OpPong:
+	case ws.OpClose:
+		m, bad := parseClose(p)
+		if bad != "" {
+			e.clientProtocolError(c, 1002, bad)
+			return
+		}
+		e.endSession(s, m, &m)
+	}
+}
+
+// upstream returns the open upstream at idx, or nil.
+func (s *session) upstream(idx uint16) *conn {
+	if int(idx) < len(s.ups) {
+		return s.ups[idx]
+	}
+	return nil
+}

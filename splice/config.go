@@ -1,0 +1,36 @@
+package splice
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/wsplice/wsplice/rpc"
+)
+
+// Config holds what the engine needs. Zero values take the defaults of
+// PROTOCOL.md section 5 (see withDefaults).
+type Config struct {
+	// FrameSizeLimit bounds a control message (after its index), in bytes.
+	FrameSizeLimit int64
+	// WriteTimeout disconnects a peer that accepts no bytes for this long.
+	WriteTimeout time.Duration
+	// ReadTimeout bounds the client's WebSocket handshake.
+	ReadTimeout time.Duration
+	// DialTimeout bounds an upstream dial plus handshake.
+	DialTimeout time.Duration
+	// MaxUpstreamsPerSession bounds the indices in use per session.
+	MaxUpstreamsPerSession int
+	// MaxSessions bounds concurrent sessions (0: none).
+	MaxSessions int
+	// PingInterval is the keepalive period (0: off).
+	PingInterval time.Duration
+	// IdleTimeout drops a peer silent this long (0: off).
+	IdleTimeout time.Duration
+	// Policy decides which upstream hosts and addresses may be dialed.
+	// Nil means rpc.HostPolicy{} (any public host).
+	Policy *rpc.HostPolicy
+	// Loops is the number of event loops (0: GOMAXPROCS).
+	Loops int
+	// Logger receives session-level events, never per-frame ones.
+	Logger *slog.Logger
+}

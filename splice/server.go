@@ -1,0 +1,367 @@
+package splice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsplice/wsplice/poller"
+	"github.com/wsplice/wsplice/rpc"
+)
+
+// Defaults of PROTOCOL.md section 5.
+const (
+	DefaultFrameSizeLimit         = 5 << 20
+	DefaultWriteTimeout           = 5 * time.Second
+	DefaultReadTimeout            = 5 * time.Second
+	DefaultDialTimeout            = 10 * time.Second
+	DefaultMaxUpstreamsPerSession = 1024
+)
+
+// Server is the multiplexer: event loops, each running sessions, and the
+// worker pool for control messages. Its methods are safe for concurrent
+// use.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	engs []*engine
+	pool *rpc.Pool
+
+	sessions atomic.Int64
+	nextLoop atomic.Uint32 // round robin for adopt
+	loopsWG  sync.WaitGroup
+
+	done chan struct{} // closed when shutdown starts
+
+	mu     sync.Mutex // guards lns and closed
+	lns    []net.Listener
+	closed bool
+}
+
+// New starts a server's loops and workers; Serve then feeds it
+// connections.
+func New(cfg Config) (*Server, error) {
+	if cfg.FrameSizeLimit <= 0 {
+		cfg.FrameSizeLimit = DefaultFrameSizeLimit
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MaxUpstreamsPerSession <= 0 || cfg.MaxUpstreamsPerSession > 0xffff {
+		cfg.MaxUpstreamsPerSession = DefaultMaxUpstreamsPerSession
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = &rpc.HostPolicy{}
+	}
+	if cfg.Loops <= 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{cfg: cfg, log: log, pool: rpc.NewPool(128, 1<<16), done: make(chan struct{})}
+	tick := min(cfg.ReadTimeout, cfg.WriteTimeout, closeTimeout) / 8
+	tick = max(min(tick, 250*time.Millisecond), 5*time.Millisecond)
+	for i := range cfg.Loops {
+		l, err := poller.New(tick)
+		if err != nil {
+			for _, e := range s.engs {
+				e.loop.Stop()
+			}
+			s.loopsWG.Wait()
+			s.pool.Close()
+			return nil, fmt.Errorf("splice: start loop: %w", err)
+		}
+		e := newEngine(s, i, l)
+		s.engs = append(s.engs, e)
+		s.loopsWG.Add(1)
+		go func() {
+			defer s.loopsWG.Done()
+			l.Run(e)
+			e.unlisten()
+			e.closeAll()
+		}()
+	}
+	return s, nil
+}
+
+// ErrServerClosed is returned by Serve after Close or Shutdown.
+var ErrServerClosed = errors.New("splice: server closed")
+
+// Serve accepts connections on ln (a TCP listener) until the server is
+// shut down, then returns ErrServerClosed. Every loop watches the
+// listener's descriptor (EPOLLEXCLUSIVE, so one loop wakes per
+// connection) and accepts with accept4 onto itself: no goroutine and no
+// net.Conn per connection. ln stays the caller's; Shutdown closes it.
+func (s *Server) Serve(ln net.Listener) error {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("splice: listener %T has no file descriptor", ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("splice: listener: %w", err)
+	}
+	lfd := -1
+	rc.Control(func(fd uintptr) { lfd = int(fd) })
+	if lfd < 0 {
+		return errors.New("splice: listener has no file descriptor")
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	errc := make(chan error, len(s.engs))
+	for _, e := range s.engs {
+		if !e.loop.Submit(func() { errc <- e.listen(lfd) }) {
+			errc <- ErrServerClosed
+		}
+	}
+	for range s.engs {
+		if err := <-errc; err != nil {
+			s.Close()
+			return err
+		}
+	}
+	<-s.done
+	return ErrServerClosed
+}
+
+// listenerBit marks the token of a listening descriptor; its low bits are
+// the index in engine.lfds.
+const listenerBit = 1 << 62
+
+// listen starts accepting from lfd on this loop.
+func (e *engine) listen(lfd int) error {
+	if e.stopping {
+		return ErrServerClosed
+	}
+	tok := listenerBit | uint64(len(e.lfds))
+	if err := e.loop.Add(lfd, poller.In|poller.Exclusive, tok); err != nil {
+		return fmt.Errorf("splice: watch listener: %w", err)
+	}
+	e.lfds = append(e.lfds, lfd)
+	return nil
+}
+
+// unlisten stops watching every listener; Shutdown closes them after.
+func (e *engine) unlisten() {
+	for i, lfd := range e.lfds {
+		if lfd >= 0 {
+			e.loop.Delete(lfd)
+			e.lfds[i] = -1
+		}
+	}
+}
+
+// acceptFrom accepts what is pending on listener i, at most a batch per
+// turn so one burst cannot starve established sessions.
+func (e *engine) acceptFrom(i int) {
+	lfd := e.lfds[i]
+	if lfd < 0 {
+		return
+	}
+	for range 64 {
+		fd, _, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
+			continue
+		default:
+			// Out of descriptors or memory: stop watching for a
+			// while (the listener is level-triggered and would
+			// spin), as net/http backs off.
+			e.srv.log.Warn("accept", "err", err)
+			e.loop.Delete(lfd)
+			e.lfds[i] = -1
+			e.lpaused = append(e.lpaused, pausedListener{i: i, fd: lfd, until: e.now.Add(100 * time.Millisecond)})
+			return
+		}
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		e.accept(fd)
+	}
+}
+
+// pausedListener is a listener unwatched after an accept error.
+type pausedListener struct {
+	i, fd int
+	until time.Time
+}
+
+// resumeListeners watches again the listeners whose pause has passed.
+func (e *engine) resumeListeners() {
+	keep := e.lpaused[:0]
+	for _, p := range e.lpaused {
+		if e.stopping {
+			continue
+		}
+		if e.now.Before(p.until) {
+			keep = append(keep, p)
+			continue
+		}
+		if e.loop.Add(p.fd, poller.In|poller.Exclusive, listenerBit|uint64(p.i)) == nil {
+			e.lfds[p.i] = p.fd
+		}
+	}
+	e.lpaused = keep
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Sessions returns the number of open sessions.
+func (s *Server) Sessions() int { return int(s.sessions.Load()) }
+
+// Shutdown stops accepting, sends every client and upstream a going-away
+// close (1001) after what is already queued, and waits for them to close
+// until ctx is done; then whatever is left is closed at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	lns := s.lns
+	s.lns = nil
+	s.mu.Unlock()
+	if already {
+		s.loopsWG.Wait()
+		return nil
+	}
+	close(s.done)
+	drained := make(chan struct{}, len(s.engs))
+	for _, e := range s.engs {
+		if !e.loop.Submit(func() { e.drain(drained) }) {
+			drained <- struct{}{}
+		}
+	}
+	var err error
+	for range s.engs {
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	for _, e := range s.engs {
+		e.loop.Stop()
+	}
+	s.loopsWG.Wait()
+	s.pool.Close()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return err
+}
+
+// Close shuts the server down, giving peers a moment to see the close
+// frames.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	s.Shutdown(ctx)
+	return nil
+}
+
+// accept takes a new client connection onto this loop.
+func (e *engine) accept(fd int) {
+	if e.stopping {
+		unix.Close(fd)
+		return
+	}
+	c, err := e.add(fd, kindClient, nil)
+	if err != nil {
+		unix.Close(fd)
+		e.srv.log.Warn("register connection", "err", err)
+		return
+	}
+	c.st = stHandshake
+	c.deadline = e.now.Add(e.srv.cfg.ReadTimeout)
+}
+
+// drain starts a graceful shutdown of this loop and signals done once
+// no connection is left.
+func (e *engine) drain(done chan<- struct{}) {
+	e.stopping = true
+	e.drained = done
+	e.unlisten()
+	away := closeMsg{code: 1001, reason: "server shutting down"}
+	for _, c := range e.conns {
+		if c == nil {
+			continue
+		}
+		switch {
+		case c.kind == kindClient && c.st == stHandshake:
+			e.closeFD(c)
+		case c.kind == kindClient && c.st == stOpen:
+			e.endSession(c.sess, away, &away)
+		}
+	}
+	e.checkDrained()
+}
+
+func (e *engine) checkDrained() {
+	if e.drained != nil && e.live == 0 {
+		e.drained <- struct{}{}
+		e.drained = nil
+	}
+}
+
+// closeAll closes every descriptor left once the loop has stopped.
+func (e *engine) closeAll() {
+	for _, c := range e.conns {
+		if c == nil {
+			continue
+		}
+		if c.kind == kindClient && c.sess != nil && !c.sess.ended.Load() {
+			c.sess.ended.Store(true)
+			e.srv.sessions.Add(-1)
+		}
+		e.closeFD(c)
+	}
+}
+
+func (s *Server) logSessionEnd(ss *session) {
+	s.log.Info("session end",
+		"duration", time.Since(ss.start).Round(time.Millisecond),
+		"bytes_in", ss.bytesIn, "bytes_out", ss.bytesOut)
+}
+
+// adopt hands a connected, non-blocking client descriptor to a loop, as
+// if a listener had accepted it. It is how connections that another path
+// accepted (TLS termination, for one) enter the reactor. The fd is the
+// server's from then on; it returns false (fd closed) after shutdown.
+func (s *Server) adopt(fd int) bool {
+	e := s.engs[int(s.nextLoop.Add(1))%len(s.engs)]
+	if !e.loop.Submit(func() { e.accept(fd) }) {
+		unix.Close(fd)
+		return false
+	}
+	return true
+}
