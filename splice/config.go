@@ -2,6 +2,7 @@ package splice
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/wsplice/wsplice/rpc"
@@ -29,6 +30,10 @@ type Config struct {
 	// Policy decides which upstream hosts and addresses may be dialed.
 	// Nil means rpc.HostPolicy{} (any public host).
 	Policy *rpc.HostPolicy
+	// SourceAddrs are local addresses upstream dials are spread over (one
+	// of the dialed address's family, round robin); empty: the kernel
+	// chooses.
+	SourceAddrs []netip.Addr
 	// Loops is the number of event loops (0: GOMAXPROCS).
 	Loops int
 	// Logger receives session-level events, never per-frame ones.

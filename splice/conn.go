@@ -74,6 +74,10 @@ type conn struct {
 	stall      time.Time // when pend stopped shrinking; zero when empty
 	hot        bool      // pend is over the high watermark
 
+	// Keepalive, in e.now.UnixNano units: the last byte read, the last
+	// ping sent (PROTOCOL.md --ping-interval, --idle-timeout).
+	lastIn, pingedAt int64
+
 	// deadline bounds the handshake (stHandshake) and the close
 	// (stClosing, stLinger).
 	deadline time.Time

@@ -80,7 +80,7 @@ func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
 	var target string
 	for _, a := range allowed {
 		target = netip.AddrPortFrom(a, uint16(port)).String()
-		fd, err = connect(a, port, deadline)
+		fd, err = connect(a, port, s.sourceFor(a), deadline)
 		if err == nil {
 			break
 		}
@@ -133,7 +133,7 @@ var errTimeout = errors.New("timeout")
 
 // connect opens a non-blocking TCP socket to a:port and waits, until
 // deadline, for the connection to complete.
-func connect(a netip.Addr, port int, deadline time.Time) (int, error) {
+func connect(a netip.Addr, port int, src netip.Addr, deadline time.Time) (int, error) {
 	var sa unix.Sockaddr
 	family := unix.AF_INET
 	if a.Is4() {
@@ -151,6 +151,19 @@ func connect(a netip.Addr, port int, deadline time.Time) (int, error) {
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
+	}
+	if src.IsValid() {
+		var bsa unix.Sockaddr = &unix.SockaddrInet4{Addr: src.As4()}
+		if src.Is6() {
+			bsa = &unix.SockaddrInet6{Addr: src.As16()}
+		}
+		// Bind the address only: the kernel still picks the port, so
+		// each source address brings its own ephemeral port range.
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := unix.Bind(fd, bsa); err != nil {
+			unix.Close(fd)
+			return -1, os.NewSyscallError("bind "+src.String(), err)
+		}
 	}
 	err = unix.Connect(fd, sa)
 	if err == unix.EINPROGRESS || err == unix.EINTR {
@@ -236,4 +249,20 @@ func (c *fdConn) Write(p []byte) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// sourceFor picks the next configured source address of a's family, or
+// the zero Addr to let the kernel choose.
+func (s *Server) sourceFor(a netip.Addr) netip.Addr {
+	src := s.cfg.SourceAddrs
+	if len(src) == 0 {
+		return netip.Addr{}
+	}
+	start := int(s.nextSrc.Add(1))
+	for i := range src {
+		if c := src[(start+i)%len(src)]; c.Is4() == a.Is4() {
+			return c
+		}
+	}
+	return netip.Addr{}
 }

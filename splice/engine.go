@@ -2,6 +2,8 @@ package splice
 
 import (
 	"math/rand/v2"
+
+	"github.com/gobwas/ws"
 	"time"
 	"unsafe"
 
@@ -56,11 +58,12 @@ type engine struct {
 	rng    *rand.ChaCha8
 	now    time.Time
 
-	flushing bool             // inside flushAll: genBuf must not flush
-	lfds     []int            // listening descriptors watched (-1: not now)
-	lpaused  []pausedListener // listeners unwatched after accept errors
-	stopping bool             // Shutdown in progress
-	drained  chan<- struct{}  // signalled once live reaches 0 while stopping
+	flushing      bool             // inside flushAll: genBuf must not flush
+	lfds          []int            // listening descriptors watched (-1: not now)
+	lpaused       []pausedListener // listeners unwatched after accept errors
+	lastKeepalive time.Time        // last keepalive sweep
+	stopping      bool             // Shutdown in progress
+	drained       chan<- struct{}  // signalled once live reaches 0 while stopping
 }
 
 func newEngine(s *Server, id int, l *poller.Loop) *engine {
@@ -209,6 +212,10 @@ func (e *engine) Tick(now time.Time) {
 		e.resumeListeners()
 	}
 	wt := e.srv.cfg.WriteTimeout
+	keepalive := now.Sub(e.lastKeepalive) >= e.srv.keepEvery
+	if keepalive {
+		e.lastKeepalive = now
+	}
 	for _, c := range e.conns {
 		if c == nil {
 			continue
@@ -218,6 +225,8 @@ func (e *engine) Tick(now time.Time) {
 			e.expire(c)
 		case !c.stall.IsZero() && now.Sub(c.stall) > wt:
 			e.stalled(c)
+		case keepalive && c.st == stOpen:
+			e.keepalive(c, now.UnixNano())
 		}
 	}
 	e.flushAll()
@@ -260,6 +269,7 @@ func (e *engine) serve(c *conn) {
 			c.readable = false
 		default:
 			got = r
+			c.lastIn = e.now.UnixNano()
 			if r < want && !c.rdhup {
 				c.readable = false
 			}
@@ -481,4 +491,34 @@ func (e *engine) stalled(c *conn) {
 	default:
 		e.upstreamGone(c, 1006, "write timeout", nil)
 	}
+}
+
+// keepalive pings c when it has been silent for --ping-interval, and drops
+// it when it has been silent (no pong either) for --idle-timeout.
+func (e *engine) keepalive(c *conn, now int64) {
+	cfg := &e.srv.cfg
+	if c.lastIn == 0 {
+		c.lastIn = now
+	}
+	idle := time.Duration(now - c.lastIn)
+	if cfg.IdleTimeout > 0 && idle > cfg.IdleTimeout {
+		if c.kind == kindClient {
+			e.endSession(c.sess, closeMsg{code: 1001, reason: "client idle"}, &closeMsg{code: 1001, reason: "idle timeout"})
+		} else {
+			e.upstreamGone(c, 1006, "no pong", &closeMsg{code: 1001, reason: "idle timeout"})
+		}
+		return
+	}
+	if cfg.PingInterval <= 0 || idle < cfg.PingInterval || time.Duration(now-c.pingedAt) < cfg.PingInterval {
+		return
+	}
+	c.pingedAt = now
+	if c.kind == kindClient {
+		e.sendClientControl(c.sess, ws.OpPing, nil)
+		return
+	}
+	if cl := c.sess.client; cl.rx.mode == modeForward && cl.rx.dst == c {
+		return // inside a client frame to c: no room for a ping now
+	}
+	e.queue(c, e.frame(ws.Header{Fin: true, OpCode: ws.OpPing, Masked: true, Mask: e.mask()}, false))
 }

@@ -37,9 +37,11 @@ type Server struct {
 	engs []*engine
 	pool *rpc.Pool
 
-	sessions atomic.Int64
-	nextLoop atomic.Uint32 // round robin for adopt
-	loopsWG  sync.WaitGroup
+	sessions  atomic.Int64
+	nextLoop  atomic.Uint32 // round robin for adopt
+	nextSrc   atomic.Uint32 // round robin over Config.SourceAddrs
+	keepEvery time.Duration // period of the keepalive sweep
+	loopsWG   sync.WaitGroup
 
 	done chan struct{} // closed when shutdown starts
 
@@ -79,6 +81,15 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, pool: rpc.NewPool(128, 1<<16), done: make(chan struct{})}
 	tick := min(cfg.ReadTimeout, cfg.WriteTimeout, closeTimeout) / 8
 	tick = max(min(tick, 250*time.Millisecond), 5*time.Millisecond)
+	// Pings and idle timeouts are coarse by nature: the sweep that looks
+	// at them runs at most once a second, so many idle connections cost
+	// little, and often enough for short test intervals.
+	s.keepEvery = time.Second
+	for _, d := range []time.Duration{cfg.PingInterval / 4, cfg.IdleTimeout / 4} {
+		if d > 0 && d < s.keepEvery {
+			s.keepEvery = max(d, tick)
+		}
+	}
 	for i := range cfg.Loops {
 		l, err := poller.New(tick)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -62,9 +63,29 @@ func serve(o *options, log *slog.Logger) error {
 	if o.TLSCert != "" || o.TLSCA != "" || o.UpstreamCA != "" {
 		return errors.New("TLS (--tls-cert, --tls-key, --tls-ca, --upstream-ca) is not implemented yet")
 	}
+	// Flags of PROTOCOL.md whose feature has not landed yet refuse to
+	// start rather than being silently ignored.
+	for name, set := range map[string]bool{
+		"--metrics-address":     o.MetricsAddress != "",
+		"--proxy-protocol":      o.ProxyProtocol,
+		"--max-sessions-per-ip": o.MaxSessionsPerIP != 0,
+		"--allowed-origins":     len(o.AllowedOrigins) > 0,
+	} {
+		if set {
+			return fmt.Errorf("%s is not implemented yet", name)
+		}
+	}
 	pol, err := rpc.NewHostPolicy(o.AllowedHostnames, o.AllowPrivateUpstreams)
 	if err != nil {
 		return err
+	}
+	var srcs []netip.Addr
+	for _, a := range o.UpstreamSourceAddrs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return fmt.Errorf("--upstream-source-addrs: %w", err)
+		}
+		srcs = append(srcs, ip.Unmap())
 	}
 	srv, err := splice.New(splice.Config{
 		FrameSizeLimit:         o.FrameSizeLimit,
@@ -76,6 +97,7 @@ func serve(o *options, log *slog.Logger) error {
 		PingInterval:           o.PingInterval,
 		IdleTimeout:            o.IdleTimeout,
 		Policy:                 pol,
+		SourceAddrs:            srcs,
 		Logger:                 log,
 	})
 	if err != nil {
