@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 
@@ -223,8 +224,20 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 				nh.OpCode = u.msgType
 			}
 			start := wsframe.PutBefore(b, used+hn+2, nh)
-			e.queue(u, b[start:used+hn+2])
 			rx.mode, rx.dst = modeForward, u
+			if avail >= h.Length && rx.remain <= compactMax {
+				// The whole frame is here and small: slide it back
+				// over its old header when it follows a frame to the
+				// same upstream, so a run of small frames goes out as
+				// one iovec.
+				end := used + hn + int(h.Length)
+				e.queueCompact(u, b, used, start, end)
+				s.bytesIn += rx.remain
+				rx.remain = 0
+				used = end
+				break
+			}
+			e.queue(u, b[start:used+hn+2])
 			used += hn + 2
 		}
 		if !h.Fin {
@@ -238,6 +251,27 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 		return len(b)
 	}
 	return used
+}
+
+// compactMax is the largest payload slid back to join the previous frame
+// to the same upstream: below it, a copy costs less than another iovec.
+const compactMax = 1024
+
+// queueCompact queues the rewritten frame b[start:end] to u. When u's last
+// queued bytes end exactly at from (where this frame's original header
+// began), the frame is moved back to from and the segment extended: the
+// bytes in between are this frame's own old header and index.
+func (e *engine) queueCompact(u *conn, b []byte, from, start, end int) {
+	if u.tail >= 0 && u.st == stOpen {
+		t := &e.segs[u.tail]
+		if len(t.b) > 0 && cap(t.b)-len(t.b) >= end-start &&
+			unsafe.Add(unsafe.Pointer(unsafe.SliceData(t.b)), len(t.b)) == unsafe.Pointer(&b[from]) {
+			n := copy(b[from:], b[start:end])
+			t.b = t.b[:len(t.b)+n]
+			return
+		}
+	}
+	e.queue(u, b[start:end])
 }
 
 // ctrlTooLong answers a control message over --frame-size-limit.
