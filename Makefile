@@ -6,12 +6,20 @@ ARGS     ?= --allow-private-upstreams
 FUZZTIME ?= 10s
 SMOKE_FUZZTIME ?= 3s
 
-.PHONY: all build run test test-unit fmt lint vet fuzz fuzz-smoke bench deps clean
+.PHONY: all build run test test-deps test-unit fmt lint vet fuzz fuzz-smoke bench deps clean
 
 all: build
 
+NODE_DIR = cmd/wsplice/testdata/node
+
 deps:
 	$(GO) mod download
+
+# test-deps installs what the tests need beyond Go modules: Node's ws
+# library for the interop test (node and npm come with the machine).
+test-deps: deps
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 
 build: deps
 	$(GO) build -o $(BIN)/wsplice ./cmd/wsplice
@@ -23,7 +31,7 @@ run: deps
 
 # test is what CI runs: formatting, vet, the race-enabled test suite, and a
 # short run of every fuzz target.
-test: deps lint
+test: test-deps lint
 	$(GO) test -race -shuffle=on -count=1 -timeout 15m ./...
 	$(MAKE) fuzz-smoke
 

@@ -25,14 +25,15 @@ func TestHandshakeSplitAcrossReads(t *testing.T) {
 	ts := startServer(t, splice.Config{})
 	cases := []struct {
 		name   string
-		chunks []int // sizes written in turn, cycling; 0: everything at once
+		chunks []int // sizes written in turn, cycling; 0: the rest at once
+		tail   int   // bytes left for the chunks; the rest goes first (0: none)
 		pause  time.Duration
-		frame  bool // append a request frame to the handshake's last write
+		frame  bool // the client's first frame follows the request at once
 	}{
 		{name: "whole", chunks: []int{0}},
 		{name: "byte by byte", chunks: []int{1}, pause: time.Millisecond},
 		{name: "odd chunks", chunks: []int{3, 7, 13, 1, 29}, pause: time.Millisecond},
-		{name: "split in CRLF CRLF", chunks: []int{0}, frame: false},
+		{name: "split in CRLF CRLF", chunks: []int{1, 2}, tail: 3, pause: 5 * time.Millisecond},
 		{name: "first frame in the same write", chunks: []int{0}, frame: true},
 		{name: "first frame byte by byte", chunks: []int{1}, frame: true},
 	}
@@ -48,25 +49,20 @@ func TestHandshakeSplitAcrossReads(t *testing.T) {
 			if tc.frame {
 				data = append(append([]byte(nil), req...), msg...)
 			}
-			if tc.name == "split in CRLF CRLF" {
-				// The terminating blank line arrives in two halves.
-				c.writeBytes(data[:len(data)-3])
-				time.Sleep(5 * time.Millisecond)
-				c.writeBytes(data[len(data)-3 : len(data)-1])
-				time.Sleep(5 * time.Millisecond)
-				c.writeBytes(data[len(data)-1:])
-			} else {
-				for i, k := 0, 0; i < len(data); k++ {
-					n := tc.chunks[k%len(tc.chunks)]
-					if n == 0 || i+n > len(data) {
-						n = len(data) - i
-					}
-					c.writeBytes(data[i : i+n])
-					i += n
-					if tc.pause > 0 {
-						time.Sleep(tc.pause)
-					}
+			i := 0
+			if tc.tail > 0 {
+				i = len(data) - tc.tail
+				c.writeBytes(data[:i])
+				time.Sleep(tc.pause)
+			}
+			for k := 0; i < len(data); k++ {
+				n := tc.chunks[k%len(tc.chunks)]
+				if n == 0 || i+n > len(data) {
+					n = len(data) - i
 				}
+				c.writeBytes(data[i : i+n])
+				i += n
+				time.Sleep(tc.pause)
 			}
 			c.readUpgrade(key)
 			if !tc.frame {

@@ -770,7 +770,6 @@ func startUpstreamWith(t testing.TB, up websocket.Upgrader, handler func(*upConn
 	)
 	srv := &http.Server{
 		ReadHeaderTimeout: waitTimeout,
-		ErrorLog:          nil,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c, err := up.Upgrade(w, r, nil)
 			if err != nil {
