@@ -52,37 +52,41 @@ type TerminateParams struct {
 
 // Handle decodes one control message and dispatches it to h. Problems
 // with the message itself are answered here through h.Send. It runs on a
-// worker goroutine.
-func Handle(h Handler, msg []byte) {
+// worker goroutine and reports, for metrics, the method named (if any)
+// and the error code it answered with (0 when it dispatched the request,
+// or ignored a client reply).
+func Handle(h Handler, msg []byte) (method string, code int) {
 	id, method, params, e := decode(msg)
 	switch {
 	case e != nil && id == nil:
 		h.Send(encodeWarn(e))
-		return
+		return method, e.Code
 	case e != nil:
 		h.Send(EncodeError(*id, e))
-		return
+		return method, e.Code
 	case method == "":
-		return // a reply from the client: ignored
+		return "", 0 // a reply from the client: ignored
 	}
 	switch method {
 	case "connect":
 		p, e := parseConnect(params)
 		if e != nil {
 			h.Send(EncodeError(*id, e))
-			return
+			return method, e.Code
 		}
 		h.Connect(*id, p)
 	case "terminate":
 		p, e := parseTerminate(params)
 		if e != nil {
 			h.Send(EncodeError(*id, e))
-			return
+			return method, e.Code
 		}
 		h.Terminate(*id, p)
 	default:
 		h.Send(EncodeError(*id, newError(UnknownMethod, "method", "unknown method "+strconv.Quote(method))))
+		return "unknown", UnknownMethod
 	}
+	return method, 0
 }
 
 // decode splits a request into its parts. id is nil when no request id

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/netip"
 	"strconv"
 	"time"
 	"unsafe"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsplice/wsplice/rpc"
 	"github.com/wsplice/wsplice/wsframe"
@@ -56,7 +58,8 @@ func (e *engine) handshake(c *conn, data []byte) int {
 	}
 	e.queue(c, append(e.genBuf(out.Len())[:0], out.Bytes()...))
 	e.srv.sessions.Add(1)
-	s := &session{e: e, client: c, start: e.now}
+	e.cnt[cntSessionsOpened]++
+	s := &session{e: e, client: c, start: e.now, remote: peerAddr(c.fd)}
 	c.sess = s
 	c.st = stOpen
 	c.deadline = time.Time{}
@@ -112,6 +115,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 			switch rx.mode {
 			case modeForward:
 				e.queue(rx.dst, p)
+				e.cnt[cntBytesIn] += uint64(n)
 			case modeControl:
 				wsframe.Cipher(p, rx.mask, rx.maskOff)
 				rx.maskOff += n
@@ -165,6 +169,8 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 					break
 				}
 				e.queue(rx.dst, b[used:used+hn]) // the header goes as it came
+				s.framesIn++
+				e.cnt[cntFramesIn]++
 			case modeControl:
 				if int64(len(s.ctrl))+h.Length > e.srv.cfg.FrameSizeLimit {
 					e.ctrlTooLong(c)
@@ -233,11 +239,16 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 				end := used + hn + int(h.Length)
 				e.queueCompact(u, b, used, start, end)
 				s.bytesIn += rx.remain
+				s.framesIn++
+				e.cnt[cntFramesIn]++
+				e.cnt[cntBytesIn] += uint64(rx.remain)
 				rx.remain = 0
 				used = end
 				break
 			}
 			e.queue(u, b[start:used+hn+2])
+			s.framesIn++
+			e.cnt[cntFramesIn]++
 			used += hn + 2
 		}
 		if !h.Fin {
@@ -322,4 +333,20 @@ func (s *session) upstream(idx uint16) *conn {
 		return s.ups[idx]
 	}
 	return nil
+}
+
+// peerAddr returns the address of fd's peer, or the zero AddrPort for a
+// socket that has none (a Unix socketpair from the TLS path).
+func peerAddr(fd int) netip.AddrPort {
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
 }

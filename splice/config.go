@@ -34,6 +34,9 @@ type Config struct {
 	// of the dialed address's family, round robin); empty: the kernel
 	// chooses.
 	SourceAddrs []netip.Addr
+	// Hooks receive instrumentation events (metrics); nil fields are
+	// skipped.
+	Hooks Hooks
 	// Loops is the number of event loops (0: GOMAXPROCS).
 	Loops int
 	// Logger receives session-level events, never per-frame ones.

@@ -2,6 +2,7 @@ package splice
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 	"time"
@@ -58,12 +59,17 @@ type engine struct {
 	rng    *rand.ChaCha8
 	now    time.Time
 
-	flushing      bool             // inside flushAll: genBuf must not flush
-	lfds          []int            // listening descriptors watched (-1: not now)
-	lpaused       []pausedListener // listeners unwatched after accept errors
-	lastKeepalive time.Time        // last keepalive sweep
-	stopping      bool             // Shutdown in progress
-	drained       chan<- struct{}  // signalled once live reaches 0 while stopping
+	flushing bool             // inside flushAll: genBuf must not flush
+	lfds     []int            // listening descriptors watched (-1: not now)
+	lpaused  []pausedListener // listeners unwatched after accept errors
+	// Counters: cnt is the loop's own, pub what Stats reads.
+	cnt     [numCounters]uint64
+	pubSeen [numCounters]uint64
+	pub     [numCounters]atomic.Uint64
+
+	lastKeepalive time.Time       // last keepalive sweep
+	stopping      bool            // Shutdown in progress
+	drained       chan<- struct{} // signalled once live reaches 0 while stopping
 }
 
 func newEngine(s *Server, id int, l *poller.Loop) *engine {
@@ -201,6 +207,7 @@ func (e *engine) Turn() bool {
 	}
 	e.flushAll()
 	e.inPos = 0
+	e.publish()
 	e.checkDrained()
 	return len(e.ready) > 0
 }

@@ -2,6 +2,8 @@ package splice
 
 import (
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -13,7 +15,9 @@ import (
 func (e *engine) dispatch(s *session, msg []byte) {
 	s.inflight++
 	ok := e.srv.pool.Go(func() {
-		rpc.Handle(s, msg)
+		if method, code := rpc.Handle(s, msg); code != 0 {
+			e.srv.rpcHook(method, code)
+		}
 		e.loop.Submit(func() {
 			s.inflight--
 			if s.inflight == maxInflight-1 && s.client.st == stOpen {
@@ -47,16 +51,25 @@ func (s *session) Connect(id int64, p *rpc.ConnectParams) {
 	max := int32(e.srv.cfg.MaxUpstreamsPerSession)
 	if s.reserved.Add(1) > max {
 		s.reserved.Add(-1)
+		e.srv.rpcHook("connect", rpc.TooManyConnections)
 		s.Send(rpc.EncodeError(id, &rpc.Error{Code: rpc.TooManyConnections,
 			Message: "session already has the most upstreams allowed"}))
 		return
 	}
+	start := time.Now()
+	e.srv.dialing.Add(1)
 	d, rerr := e.srv.dial(p)
+	e.srv.dialing.Add(-1)
+	if h := e.srv.cfg.Hooks.Dial; h != nil {
+		h(dialResult(rerr), time.Since(start))
+	}
 	if rerr != nil {
 		s.reserved.Add(-1)
+		e.srv.rpcHook("connect", rerr.Code)
 		s.Send(rpc.EncodeError(id, rerr))
 		return
 	}
+	e.srv.rpcHook("connect", 0)
 	msgType := p.MessageType
 	if !e.loop.Submit(func() { e.attach(s, id, d, msgType) }) {
 		unix.Close(d.fd)
@@ -94,6 +107,8 @@ func (e *engine) attach(s *session, id int64, d *dialed, msgType ws.OpCode) {
 	u.msgType = msgType
 	s.ups[idx] = u
 	s.nups++
+	e.cnt[cntUpstreamsOpened]++
+	s.upstreamsOpened++
 	e.sendCtrl(s, rpc.EncodeResult(id, rpc.ConnectResult{Index: idx, Subprotocol: d.subprotocol}))
 	if len(d.leftover) > 0 {
 		u.carry = append(e.pool.Get(len(d.leftover)), d.leftover...)
@@ -110,13 +125,44 @@ func (s *session) Terminate(id int64, p *rpc.TerminateParams) {
 		}
 		u := s.upstream(p.Index)
 		if u == nil {
+			e.srv.rpcHook("terminate", rpc.UnknownConnection)
 			e.sendCtrl(s, rpc.EncodeError(id, &rpc.Error{Code: rpc.UnknownConnection,
 				Message: "no upstream at index " + itoa(int(p.Index)), Path: "index"}))
 			return
 		}
+		e.srv.rpcHook("terminate", 0)
 		e.terminate(u, closeMsg{code: p.Code, reason: p.Reason})
 		e.sendCtrl(s, rpc.EncodeResult(id, nil))
 	})
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// rpcHook reports a control request's outcome to Hooks.RPC: "ok" or the
+// error code.
+func (s *Server) rpcHook(method string, code int) {
+	if h := s.cfg.Hooks.RPC; h != nil {
+		result := "ok"
+		if code != 0 {
+			result = strconv.Itoa(code)
+		}
+		h(method, result)
+	}
+}
+
+// dialResult names a dial's outcome for Hooks.Dial.
+func dialResult(e *rpc.Error) string {
+	switch {
+	case e == nil:
+		return "ok"
+	case e.Code == rpc.InvalidHostname:
+		return "refused_by_policy"
+	case strings.HasPrefix(e.Message, "DNS"):
+		return "dns_error"
+	case strings.HasPrefix(e.Message, "TCP"):
+		return "tcp_error"
+	case strings.HasPrefix(e.Message, "TLS"):
+		return "tls_error"
+	}
+	return "handshake_error"
+}

@@ -39,6 +39,8 @@ type Server struct {
 
 	sessions  atomic.Int64
 	nextLoop  atomic.Uint32 // round robin for adopt
+	dialing   atomic.Int64  // dials in flight
+	started   time.Time
 	nextSrc   atomic.Uint32 // round robin over Config.SourceAddrs
 	keepEvery time.Duration // period of the keepalive sweep
 	loopsWG   sync.WaitGroup
@@ -78,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{cfg: cfg, log: log, pool: rpc.NewPool(128, 1<<16), done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, pool: rpc.NewPool(128, 1<<16), done: make(chan struct{}), started: time.Now()}
 	tick := min(cfg.ReadTimeout, cfg.WriteTimeout, closeTimeout) / 8
 	tick = max(min(tick, 250*time.Millisecond), 5*time.Millisecond)
 	// Pings and idle timeouts are coarse by nature: the sweep that looks
@@ -353,6 +355,8 @@ func (e *engine) closeAll() {
 		if c.kind == kindClient && c.sess != nil && !c.sess.ended.Load() {
 			c.sess.ended.Store(true)
 			e.srv.sessions.Add(-1)
+			e.cnt[cntSessionsClosed]++
+			e.cnt[cntUpstreamsClosed] += uint64(c.sess.nups)
 		}
 		e.closeFD(c)
 	}
@@ -360,8 +364,11 @@ func (e *engine) closeAll() {
 
 func (s *Server) logSessionEnd(ss *session) {
 	s.log.Info("session end",
+		"remote", ss.remote,
 		"duration", time.Since(ss.start).Round(time.Millisecond),
-		"bytes_in", ss.bytesIn, "bytes_out", ss.bytesOut)
+		"upstreams", ss.upstreamsOpened,
+		"bytes_in", ss.bytesIn, "frames_in", ss.framesIn,
+		"bytes_out", ss.bytesOut, "frames_out", ss.framesOut)
 }
 
 // adopt hands a connected, non-blocking client descriptor to a loop, as

@@ -1,6 +1,7 @@
 package splice
 
 import (
+	"net/netip"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -52,8 +53,11 @@ type session struct {
 	ctrl     []byte // control message being received, unmasked
 	inflight int    // control messages with the worker pool
 
-	start             time.Time
-	bytesIn, bytesOut int64
+	start               time.Time
+	bytesIn, bytesOut   int64
+	framesIn, framesOut int64
+	upstreamsOpened     int            // over the session's life
+	remote              netip.AddrPort // client address, for logs
 }
 
 // paused reports whether c must not be read now.
@@ -78,6 +82,7 @@ func (e *engine) watermark(c *conn) {
 	switch {
 	case !c.hot && p > highWater && c.st == stOpen:
 		c.hot = true
+		e.cnt[cntPauses]++
 		if c.kind == kindClient {
 			s.clientHot = true
 		} else {
@@ -332,6 +337,7 @@ func (e *engine) detach(u *conn) {
 		s.ups[u.index] = nil
 		s.nups--
 		s.reserved.Add(-1)
+		e.cnt[cntUpstreamsClosed]++
 	}
 	if s.owner == u {
 		e.padClient(s)
@@ -352,6 +358,7 @@ func (e *engine) detach(u *conn) {
 // onSocketDisconnect follows.
 func (e *engine) terminate(u *conn, m closeMsg) {
 	e.detach(u)
+	e.countClose(m.code)
 	if !e.padUpstream(u) {
 		e.closeFD(u)
 		return
@@ -368,6 +375,7 @@ func (e *engine) upstreamGone(u *conn, code int, msg string, send *closeMsg) {
 	}
 	s := u.sess
 	e.detach(u)
+	e.countClose(code)
 	e.sendCtrl(s, rpc.EncodeDisconnect(u.index, code, msg))
 	if send != nil && e.padUpstream(u) {
 		e.closeConn(u, *send)
@@ -387,6 +395,7 @@ func (e *engine) endSession(s *session, up closeMsg, cl *closeMsg) {
 			continue
 		}
 		s.ups[i] = nil
+		e.cnt[cntUpstreamsClosed]++
 		if u.waiting {
 			u.waiting = false
 		}
@@ -410,5 +419,9 @@ func (e *engine) endSession(s *session, up closeMsg, cl *closeMsg) {
 	s.ctrlq = nil
 	s.ctrl = nil
 	e.srv.sessions.Add(-1)
+	e.cnt[cntSessionsClosed]++
+	if cl != nil {
+		e.countClose(cl.code)
+	}
 	e.srv.logSessionEnd(s)
 }

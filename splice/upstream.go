@@ -30,6 +30,7 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 			}
 			e.toClient(cl, b[used:used+n])
 			s.bytesOut += int64(n)
+			e.cnt[cntBytesOut] += uint64(n)
 			rx.remain -= int64(n)
 			used += n
 			if rx.remain == 0 && e.upstreamFrameEnd(u) {
@@ -104,6 +105,8 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 			off += 2
 		}
 		used += hn
+		s.framesOut++
+		e.cnt[cntFramesOut]++
 		rx.inMsg = !h.Fin
 		rx.fin = h.Fin
 		if whole && h.Length <= copyMax {
@@ -111,6 +114,7 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 			e.queue(cl, g)
 			used += int(h.Length)
 			s.bytesOut += h.Length
+			e.cnt[cntBytesOut] += uint64(h.Length)
 			if e.upstreamFrameEnd(u) {
 				return used
 			}
