@@ -3,7 +3,6 @@ package splice
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net/netip"
 	"strconv"
 	"time"
@@ -21,15 +20,6 @@ const maxRequest = 8 << 10
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-// reqRW hands a buffered request to gobwas/ws and collects its response.
-type reqRW struct {
-	r   *bytes.Reader
-	out *bytes.Buffer
-}
-
-func (rw reqRW) Read(p []byte) (int, error)  { return rw.r.Read(p) }
-func (rw reqRW) Write(p []byte) (int, error) { return rw.out.Write(p) }
-
 // handshake parses the client's upgrade request, however it was split
 // across reads: until the blank line arrives, everything is carried.
 func (e *engine) handshake(c *conn, data []byte) int {
@@ -46,40 +36,31 @@ func (e *engine) handshake(c *conn, data []byte) int {
 		e.reject(c, 431, "request header too large")
 		return len(data)
 	}
-	if max := e.srv.cfg.MaxSessions; max > 0 && e.srv.sessions.Load() >= int64(max) {
-		e.reject(c, 503, "too many sessions")
+	resp, status, reason := upgrade(data[:end], e.srv.cfg.Origins)
+	if status != 101 {
+		e.reject(c, status, reason)
 		return len(data)
 	}
-	var out bytes.Buffer
-	u := ws.Upgrader{}
-	if _, err := u.Upgrade(reqRW{bytes.NewReader(data[:end]), &out}); err != nil {
-		e.reject(c, 400, handshakeReason(err))
+	remote := peerAddr(c.fd)
+	if status, reason := e.srv.admit(remote.Addr()); status != 0 {
+		e.reject(c, status, reason)
 		return len(data)
 	}
-	e.queue(c, append(e.genBuf(out.Len())[:0], out.Bytes()...))
-	e.srv.sessions.Add(1)
+	e.queue(c, append(e.genBuf(len(resp))[:0], resp...))
 	e.cnt[cntSessionsOpened]++
-	s := &session{e: e, client: c, start: e.now, remote: peerAddr(c.fd)}
+	s := &session{e: e, client: c, start: e.now, remote: remote}
 	c.sess = s
 	c.st = stOpen
 	c.deadline = time.Time{}
 	return end + e.clientInput(c, data[end:])
 }
 
-// handshakeReason turns a gobwas/ws handshake error into one line.
-func handshakeReason(err error) string {
-	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "incomplete request"
-	}
-	return "not a WebSocket upgrade: " + err.Error()
-}
-
 // reject answers a request that is not a valid upgrade with an HTTP
 // error and a one-line reason, then closes. Nothing of the request is
 // echoed.
 func (e *engine) reject(c *conn, status int, reason string) {
-	text := map[int]string{400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}[status]
+	text := map[int]string{400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests",
+		431: "Request Header Fields Too Large", 503: "Service Unavailable"}[status]
 	body := reason + "\n"
 	resp := "HTTP/1.1 " + strconv.Itoa(status) + " " + text + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +

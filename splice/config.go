@@ -34,6 +34,12 @@ type Config struct {
 	// of the dialed address's family, round robin); empty: the kernel
 	// chooses.
 	SourceAddrs []netip.Addr
+	// MaxSessionsPerIP bounds concurrent sessions per client address
+	// (0: none); beyond it the upgrade gets HTTP 429.
+	MaxSessionsPerIP int
+	// Origins, when not empty, restricts the browser origins that may
+	// open a session (HTTP 403 before the upgrade otherwise).
+	Origins *OriginPolicy
 	// Hooks receive instrumentation events (metrics); nil fields are
 	// skipped.
 	Hooks Hooks

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -38,8 +39,10 @@ type Server struct {
 	pool *rpc.Pool
 
 	sessions  atomic.Int64
-	nextLoop  atomic.Uint32 // round robin for adopt
-	dialing   atomic.Int64  // dials in flight
+	ipMu      sync.Mutex         // guards perIP
+	perIP     map[netip.Addr]int // sessions per client address
+	nextLoop  atomic.Uint32      // round robin for adopt
+	dialing   atomic.Int64       // dials in flight
 	started   time.Time
 	nextSrc   atomic.Uint32 // round robin over Config.SourceAddrs
 	keepEvery time.Duration // period of the keepalive sweep
@@ -354,7 +357,7 @@ func (e *engine) closeAll() {
 		}
 		if c.kind == kindClient && c.sess != nil && !c.sess.ended.Load() {
 			c.sess.ended.Store(true)
-			e.srv.sessions.Add(-1)
+			e.srv.release(c.sess.remote.Addr())
 			e.cnt[cntSessionsClosed]++
 			e.cnt[cntUpstreamsClosed] += uint64(c.sess.nups)
 		}
@@ -382,4 +385,49 @@ func (s *Server) adopt(fd int) bool {
 		return false
 	}
 	return true
+}
+
+// admit counts a new session against --max-sessions and
+// --max-sessions-per-ip. It returns 0, or the HTTP status and reason to
+// refuse with. Every admitted session is released once.
+func (s *Server) admit(ip netip.Addr) (status int, reason string) {
+	if max := int64(s.cfg.MaxSessions); max > 0 {
+		for {
+			n := s.sessions.Load()
+			if n >= max {
+				return 503, "too many sessions"
+			}
+			if s.sessions.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		s.sessions.Add(1)
+	}
+	if max := s.cfg.MaxSessionsPerIP; max > 0 && ip.IsValid() {
+		s.ipMu.Lock()
+		if s.perIP[ip] >= max {
+			s.ipMu.Unlock()
+			s.sessions.Add(-1)
+			return 429, "too many sessions from this address"
+		}
+		if s.perIP == nil {
+			s.perIP = make(map[netip.Addr]int)
+		}
+		s.perIP[ip]++
+		s.ipMu.Unlock()
+	}
+	return 0, ""
+}
+
+// release undoes admit when a session ends.
+func (s *Server) release(ip netip.Addr) {
+	s.sessions.Add(-1)
+	if s.cfg.MaxSessionsPerIP > 0 && ip.IsValid() {
+		s.ipMu.Lock()
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+		s.ipMu.Unlock()
+	}
 }

@@ -418,7 +418,7 @@ func (e *engine) endSession(s *session, up closeMsg, cl *closeMsg) {
 	}
 	s.ctrlq = nil
 	s.ctrl = nil
-	e.srv.sessions.Add(-1)
+	e.srv.release(s.remote.Addr())
 	e.cnt[cntSessionsClosed]++
 	if cl != nil {
 		e.countClose(cl.code)

@@ -1,0 +1,69 @@
+package splice_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsplice/wsplice/splice"
+)
+
+// TestMaxSessionsPerIP: beyond the limit an address gets HTTP 429 before
+// the upgrade; a slot frees when a session ends.
+func TestMaxSessionsPerIP(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, splice.Config{MaxSessionsPerIP: 2})
+	a := dialSession(t, ts.url)
+	dialSession(t, ts.url)
+	_, resp, err := websocket.DefaultDialer.Dial(ts.url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third session from one address: err %v, resp %v; want HTTP 429", err, resp)
+	}
+	a.conn.Close()
+	if !settle(waitTimeout, func() bool { return ts.srv.Sessions() == 1 }) {
+		t.Fatalf("sessions %d after one closed", ts.srv.Sessions())
+	}
+	dialSession(t, ts.url)
+}
+
+// TestAllowedOrigins: a browser origin not on the list gets 403 before
+// the upgrade; listed ones and, with "none", origin-less clients pass.
+func TestAllowedOrigins(t *testing.T) {
+	t.Parallel()
+	pol, err := splice.NewOriginPolicy([]string{"https://app.example.com", "none"})
+	noErr(t, err, "origin policy")
+	ts := startServer(t, splice.Config{Origins: pol})
+	cases := []struct {
+		origin string
+		status int
+	}{
+		{"https://app.example.com", 101},
+		{"", 101},
+		{"https://evil.example.com", 403},
+	}
+	for _, tc := range cases {
+		h := http.Header{}
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		c, resp, err := websocket.DefaultDialer.Dial(ts.url, h)
+		if c != nil {
+			c.Close()
+		}
+		if resp == nil {
+			t.Fatalf("origin %q: no response (%v)", tc.origin, err)
+		}
+		if resp.StatusCode != tc.status {
+			t.Errorf("origin %q: HTTP %d, want %d", tc.origin, resp.StatusCode, tc.status)
+		}
+		if tc.status == 403 && resp.Body != nil {
+			buf := make([]byte, 200)
+			n, _ := resp.Body.Read(buf)
+			if !strings.Contains(string(buf[:n]), "origin") {
+				t.Errorf("403 body %q does not say why", buf[:n])
+			}
+		}
+	}
+}
