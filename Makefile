@@ -53,7 +53,8 @@ FUZZ_TARGETS = \
 	./wsframe:FuzzRoundTrip \
 	./rpc:FuzzDecode \
 	./rpc:FuzzHostPolicy \
-	./cmd/wsplice:FuzzParseSize
+	./cmd/wsplice:FuzzParseSize \
+	./splice:FuzzHandshake
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -1,9 +1,13 @@
 package splice_test
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -66,4 +70,29 @@ func TestAllowedOrigins(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestDialsInFlightPerSession: a session may have at most 8 connects
+// being dialed; the ninth gets 4008 at once, and other sessions are not
+// held up.
+func TestDialsInFlightPerSession(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, splice.Config{DialTimeout: 3 * time.Second})
+	hang := startRawUpstream(t, func(conn net.Conn, br *bufio.Reader) {
+		io.Copy(io.Discard, br) // accept the TCP connection, never answer
+	})
+	s := dialSession(t, ts.url)
+	for i := range 9 {
+		s.request(i+1, "connect", map[string]any{"url": hang.url})
+	}
+	r := s.take("4008 reply", func(e event) bool {
+		return e.ctrl != nil && e.ctrl.Type == "reply" && e.ctrl.Error != nil && e.ctrl.Error.Code == 4008
+	})
+	if !strings.Contains(r.ctrl.Error.Message, "in flight") {
+		t.Fatalf("4008 message %q", r.ctrl.Error.Message)
+	}
+	// Another session dials normally meanwhile.
+	up := startUpstream(t, nil)
+	other := dialSession(t, ts.url)
+	other.connect(up.url)
 }

@@ -42,6 +42,10 @@ func (s *session) Send(msg []byte) {
 	})
 }
 
+// maxDialsPerSession bounds the connects of one session being dialed at
+// once, so one client with slow upstreams cannot hold every worker.
+const maxDialsPerSession = 8
+
 // Connect implements rpc.Handler. Worker goroutine.
 func (s *session) Connect(id int64, p *rpc.ConnectParams) {
 	e := s.e
@@ -56,10 +60,19 @@ func (s *session) Connect(id int64, p *rpc.ConnectParams) {
 			Message: "session already has the most upstreams allowed"}))
 		return
 	}
+	if s.dialing.Add(1) > maxDialsPerSession {
+		s.dialing.Add(-1)
+		s.reserved.Add(-1)
+		e.srv.rpcHook("connect", rpc.TooManyConnections)
+		s.Send(rpc.EncodeError(id, &rpc.Error{Code: rpc.TooManyConnections,
+			Message: "too many connects in flight for this session (at most " + itoa(maxDialsPerSession) + ")"}))
+		return
+	}
 	start := time.Now()
 	e.srv.dialing.Add(1)
 	d, rerr := e.srv.dial(p)
 	e.srv.dialing.Add(-1)
+	s.dialing.Add(-1)
 	if h := e.srv.cfg.Hooks.Dial; h != nil {
 		h(dialResult(rerr), time.Since(start))
 	}

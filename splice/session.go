@@ -33,6 +33,8 @@ type session struct {
 	// reserved counts open upstreams plus connects in flight, so the
 	// per-session limit holds before a dial starts. Atomic: workers add.
 	reserved atomic.Int32
+	// dialing counts this session's connects being dialed. Atomic.
+	dialing atomic.Int32
 	// ended is set once the session is over; workers stop early.
 	ended atomic.Bool
 
