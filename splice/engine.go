@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsplice/wsplice/bufpool"
 	"github.com/wsplice/wsplice/poller"
+	"github.com/wsplice/wsplice/wsframe"
 )
 
 // Sizes of the engine's per-loop buffers.
@@ -287,7 +288,7 @@ func (e *engine) serve(c *conn) {
 	used := 0
 	switch {
 	case c.st == stLinger || c.st == stClosing:
-		used = len(data) // dropped: the session is going away
+		used = e.drainInput(c, data)
 	case c.st == stHandshake:
 		used = e.handshake(c, data)
 	case c.kind == kindClient:
@@ -301,7 +302,7 @@ func (e *engine) serve(c *conn) {
 	if rest := data[used:]; len(rest) > 0 {
 		c.carry = append(e.pool.Get(len(rest)), rest...)
 	}
-	if c.eof {
+	if c.eof || (c.gotClose && c.st == stLinger) {
 		e.peerGone(c)
 		return
 	}
@@ -528,4 +529,38 @@ func (e *engine) keepalive(c *conn, now int64) {
 		return // inside a client frame to c: no room for a ping now
 	}
 	e.queue(c, e.frame(ws.Header{Fin: true, OpCode: ws.OpPing, Masked: true, Mask: e.mask()}, false))
+}
+
+// drainInput reads what a closing connection still sends, dropping it,
+// and watches for the peer's close frame: once both sides have sent one,
+// the connection can be closed without waiting for the peer's FIN (RFC
+// 6455 section 7.1.1). A connection refused before its upgrade sends no
+// frames: everything is dropped.
+func (e *engine) drainInput(c *conn, b []byte) int {
+	if c.kind == kindClient && c.sess == nil {
+		return len(b)
+	}
+	rx := &c.rx
+	used := 0
+	for used < len(b) {
+		if rx.remain > 0 {
+			n := min(int64(len(b)-used), rx.remain)
+			rx.remain -= n
+			used += int(n)
+			continue
+		}
+		h, hn, err := wsframe.Parse(b[used:])
+		switch {
+		case err != nil:
+			return len(b)
+		case hn == 0:
+			return used
+		case h.OpCode == ws.OpClose:
+			c.gotClose = true
+			return len(b)
+		}
+		used += hn
+		rx.remain = h.Length
+	}
+	return used
 }

@@ -313,6 +313,7 @@ func (e *engine) closeConn(c *conn, m closeMsg) {
 // shut.
 func (e *engine) closing(c *conn) {
 	c.st = stClosing
+	c.rx.mode, c.rx.dst = modeDiscard, nil // what is left of a frame is skipped
 	c.deadline = e.now.Add(closeTimeout)
 	e.watermark(c)
 	e.markDirty(c)
@@ -326,6 +327,11 @@ func (e *engine) closing(c *conn) {
 // closing at once, keeps the kernel from answering late peer data with a
 // reset that would destroy our close frame in flight.
 func (e *engine) shutWrite(c *conn) {
+	if c.gotClose {
+		// Both sides have sent their close frame: done.
+		e.closeFD(c)
+		return
+	}
 	unix.Shutdown(c.fd, unix.SHUT_WR)
 	c.st = stLinger
 	c.deadline = e.now.Add(closeTimeout)
