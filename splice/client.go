@@ -23,6 +23,36 @@ var crlfcrlf = []byte("\r\n\r\n")
 // handshake parses the client's upgrade request, however it was split
 // across reads: until the blank line arrives, everything is carried.
 func (e *engine) handshake(c *conn, data []byte) int {
+	used := 0
+	if e.srv.cfg.ProxyProtocol && !c.proxied {
+		// HAProxy's PROXY header comes first and names the real client
+		// (health checks send LOCAL: the peer address stands).
+		src, n, err := ParseProxyHeader(data)
+		switch {
+		case err != nil:
+			e.reject(c, 400, "bad PROXY protocol header")
+			return len(data)
+		case n == 0:
+			return 0
+		}
+		c.proxied = true
+		if src.IsValid() {
+			if e.proxySrc == nil {
+				e.proxySrc = make(map[*conn]netip.AddrPort)
+			}
+			e.proxySrc[c] = src
+		}
+		used = n
+		data = data[n:]
+	} else if !e.srv.cfg.ProxyProtocol && LooksLikeProxyHeader(data) {
+		e.reject(c, 400, "unexpected PROXY protocol header (see --proxy-protocol)")
+		return len(data)
+	}
+	return used + e.upgradeRequest(c, data)
+}
+
+// upgradeRequest handles the HTTP part of the handshake.
+func (e *engine) upgradeRequest(c *conn, data []byte) int {
 	end := bytes.Index(data, crlfcrlf)
 	if end < 0 {
 		if len(data) > maxRequest {
@@ -41,7 +71,12 @@ func (e *engine) handshake(c *conn, data []byte) int {
 		e.reject(c, status, reason)
 		return len(data)
 	}
-	remote := peerAddr(c.fd)
+	remote, ok := e.proxySrc[c]
+	if ok {
+		delete(e.proxySrc, c)
+	} else {
+		remote = peerAddr(c.fd)
+	}
 	if status, reason := e.srv.admit(remote.Addr()); status != 0 {
 		e.reject(c, status, reason)
 		return len(data)

@@ -34,6 +34,11 @@ type Config struct {
 	// of the dialed address's family, round robin); empty: the kernel
 	// chooses.
 	SourceAddrs []netip.Addr
+	// ProxyProtocol expects a PROXY protocol v1 or v2 header (HAProxy's
+	// send-proxy-v2) before the upgrade request; its source address is
+	// the client's in logs and per-address limits. Off, such a header is
+	// a bad request.
+	ProxyProtocol bool
 	// MaxSessionsPerIP bounds concurrent sessions per client address
 	// (0: none); beyond it the upgrade gets HTTP 429.
 	MaxSessionsPerIP int

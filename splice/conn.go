@@ -61,6 +61,7 @@ type conn struct {
 	eof      bool   // the peer shut its write side, or the socket failed
 	rdhup    bool   // epoll reported the peer's shutdown or an error
 	gotClose bool   // closing: the peer's close frame has arrived
+	proxied  bool   // client: its PROXY protocol header has been read
 	inReady  bool   // queued in e.ready
 	waiting  bool   // upstream: parked in sess.waiters for the client stream
 	carry    []byte // bytes read but not consumed yet (pooled)

@@ -2,6 +2,7 @@ package splice
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/gobwas/ws"
@@ -60,9 +61,10 @@ type engine struct {
 	rng    *rand.ChaCha8
 	now    time.Time
 
-	flushing bool             // inside flushAll: genBuf must not flush
-	lfds     []int            // listening descriptors watched (-1: not now)
-	lpaused  []pausedListener // listeners unwatched after accept errors
+	flushing bool                     // inside flushAll: genBuf must not flush
+	proxySrc map[*conn]netip.AddrPort // PROXY header sources of handshaking clients
+	lfds     []int                    // listening descriptors watched (-1: not now)
+	lpaused  []pausedListener         // listeners unwatched after accept errors
 	// Counters: cnt is the loop's own, pub what Stats reads.
 	cnt     [numCounters]uint64
 	pubSeen [numCounters]uint64
@@ -134,6 +136,9 @@ func (e *engine) closeFD(c *conn) {
 	e.conns[c.slot] = nil
 	e.free = append(e.free, c.slot)
 	e.live--
+	if c.proxied {
+		delete(e.proxySrc, c)
+	}
 	if c.carry != nil {
 		e.pool.Put(c.carry)
 		c.carry = nil
