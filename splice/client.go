@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
-	"time"
 	"unsafe"
 
 	"github.com/gobwas/ws"
@@ -83,10 +82,10 @@ func (e *engine) upgradeRequest(c *conn, data []byte) int {
 	}
 	e.queue(c, append(e.genBuf(len(resp))[:0], resp...))
 	e.cnt[cntSessionsOpened]++
-	s := &session{e: e, client: c, start: e.now, remote: remote}
+	s := &session{e: e, client: c, start: e.ns, remote: remote}
 	c.sess = s
 	c.st = stOpen
-	c.deadline = time.Time{}
+	c.deadline = 0
 	return end + e.clientInput(c, data[end:])
 }
 
@@ -133,8 +132,8 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 				e.queue(rx.dst, p)
 				e.cnt[cntBytesIn] += uint64(n)
 			case modeControl:
-				wsframe.Cipher(p, rx.mask, rx.maskOff)
-				rx.maskOff += n
+				wsframe.Cipher(p, rx.mask, int(rx.maskOff))
+				rx.maskOff += int32(n)
 				s.ctrl = append(s.ctrl, p...)
 			}
 			s.bytesIn += int64(n)

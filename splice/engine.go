@@ -60,6 +60,7 @@ type engine struct {
 	pool   bufpool.Pool
 	rng    *rand.ChaCha8
 	now    time.Time
+	ns     int64 // now.UnixNano(), the unit of conn times
 
 	flushing bool                     // inside flushAll: genBuf must not flush
 	proxySrc map[*conn]netip.AddrPort // PROXY header sources of handshaking clients
@@ -90,6 +91,7 @@ func newEngine(s *Server, id int, l *poller.Loop) *engine {
 		iov:  make([]unix.Iovec, maxIovecs),
 		rng:  rand.NewChaCha8(seed),
 		now:  time.Now(),
+		ns:   time.Now().UnixNano(),
 	}
 }
 
@@ -198,6 +200,7 @@ func (e *engine) markDirty(c *conn) {
 // (one read each, for fairness), then writes what was queued.
 func (e *engine) Turn() bool {
 	e.now = time.Now()
+	e.ns = e.now.UnixNano()
 	for pass := 0; pass < 1 && len(e.ready) > 0; pass++ {
 		ready := e.ready
 		e.ready = e.next[:0]
@@ -220,7 +223,7 @@ func (e *engine) Turn() bool {
 
 // Tick implements poller.Handler: deadlines, swept once per tick.
 func (e *engine) Tick(now time.Time) {
-	e.now = now
+	e.now, e.ns = now, now.UnixNano()
 	if len(e.lpaused) > 0 {
 		e.resumeListeners()
 	}
@@ -234,9 +237,9 @@ func (e *engine) Tick(now time.Time) {
 			continue
 		}
 		switch {
-		case !c.deadline.IsZero() && now.After(c.deadline):
+		case c.deadline != 0 && e.ns > c.deadline:
 			e.expire(c)
-		case !c.stall.IsZero() && now.Sub(c.stall) > wt:
+		case c.stall != 0 && time.Duration(e.ns-c.stall) > wt:
 			e.stalled(c)
 		case keepalive && c.st == stOpen:
 			e.keepalive(c, now.UnixNano())
@@ -282,7 +285,7 @@ func (e *engine) serve(c *conn) {
 			c.readable = false
 		default:
 			got = r
-			c.lastIn = e.now.UnixNano()
+			c.lastIn = e.ns
 			if r < want && !c.rdhup {
 				c.readable = false
 			}
@@ -412,7 +415,7 @@ func (e *engine) write(c *conn) {
 				e.pool.Put(c.pend)
 				c.pend, c.poff = nil, 0
 			} else {
-				c.poff += n
+				c.poff += int32(n)
 				n = 0
 			}
 		}
@@ -452,9 +455,9 @@ func (e *engine) write(c *conn) {
 			e.pool.Put(c.pend)
 			c.pend, c.poff = nil, 0
 		}
-		c.stall = time.Time{}
-	case after < before || c.stall.IsZero():
-		c.stall = e.now
+		c.stall = 0
+	case after < before || c.stall == 0:
+		c.stall = e.ns
 	}
 	e.watermark(c)
 	if after == 0 && c.st == stClosing {

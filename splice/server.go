@@ -318,7 +318,7 @@ func (e *engine) accept(fd int) {
 		return
 	}
 	c.st = stHandshake
-	c.deadline = e.now.Add(e.srv.cfg.ReadTimeout)
+	c.deadline = e.ns + int64(e.srv.cfg.ReadTimeout)
 }
 
 // drain starts a graceful shutdown of this loop and signals done once
@@ -368,7 +368,7 @@ func (e *engine) closeAll() {
 func (s *Server) logSessionEnd(ss *session) {
 	s.log.Info("session end",
 		"remote", ss.remote,
-		"duration", time.Since(ss.start).Round(time.Millisecond),
+		"duration", time.Duration(time.Now().UnixNano()-ss.start).Round(time.Millisecond),
 		"upstreams", ss.upstreamsOpened,
 		"bytes_in", ss.bytesIn, "frames_in", ss.framesIn,
 		"bytes_out", ss.bytesOut, "frames_out", ss.framesOut)

@@ -28,7 +28,21 @@ type session struct {
 	e      *engine
 	client *conn
 	ups    []*conn // by index; nil where free
-	nups   int
+
+	// The client stream: owner is the upstream whose message is being
+	// sent to the client (nil: free); midFrame is set while a frame of it
+	// is partly sent. Others wait in waiters; control messages for the
+	// client wait in ctrlq (complete frames).
+	owner   *conn
+	waiters []*conn
+	ctrlq   [][]byte
+
+	ctrl []byte // control message being received, unmasked
+
+	start               int64 // UnixNano
+	bytesIn, bytesOut   int64
+	framesIn, framesOut int64
+	remote              netip.AddrPort // client address, for logs
 
 	// reserved counts open upstreams plus connects in flight, so the
 	// per-session limit holds before a dial starts. Atomic: workers add.
@@ -38,28 +52,14 @@ type session struct {
 	// ended is set once the session is over; workers stop early.
 	ended atomic.Bool
 
-	// The client stream: owner is the upstream whose message is being
-	// sent to the client (nil: free); midFrame is set while a frame of it
-	// is partly sent. Others wait in waiters; control messages for the
-	// client wait in ctrlq (complete frames).
-	owner    *conn
-	midFrame bool
-	waiters  []*conn
-	ctrlq    [][]byte
-
+	nups            int32 // open upstreams
+	upstreamsOpened int32 // over the session's life
+	inflight        int32 // control messages with the worker pool
 	// Flow control: hotUps counts upstreams over the high watermark (the
 	// client is not read); clientHot pauses every upstream.
-	hotUps    int
+	hotUps    int32
 	clientHot bool
-
-	ctrl     []byte // control message being received, unmasked
-	inflight int    // control messages with the worker pool
-
-	start               time.Time
-	bytesIn, bytesOut   int64
-	framesIn, framesOut int64
-	upstreamsOpened     int            // over the session's life
-	remote              netip.AddrPort // client address, for logs
+	midFrame  bool
 }
 
 // paused reports whether c must not be read now.
@@ -314,7 +314,7 @@ func (e *engine) closeConn(c *conn, m closeMsg) {
 func (e *engine) closing(c *conn) {
 	c.st = stClosing
 	c.rx.mode, c.rx.dst = modeDiscard, nil // what is left of a frame is skipped
-	c.deadline = e.now.Add(closeTimeout)
+	c.deadline = e.ns + int64(closeTimeout)
 	e.watermark(c)
 	e.markDirty(c)
 	if c.dirty && c.head < 0 && c.pending() == 0 {
@@ -334,7 +334,7 @@ func (e *engine) shutWrite(c *conn) {
 	}
 	unix.Shutdown(c.fd, unix.SHUT_WR)
 	c.st = stLinger
-	c.deadline = e.now.Add(closeTimeout)
+	c.deadline = e.ns + int64(closeTimeout)
 	e.markReady(c)
 }
 
