@@ -260,6 +260,9 @@ func (e *engine) serve(c *conn) {
 	if len(e.in)-e.inPos < readSize+len(c.carry) {
 		e.flushAll()
 		e.inPos = 0
+		if c.st == stClosed || e.paused(c) {
+			return // the flush failed its session, or paused it
+		}
 	}
 	buf := e.in[e.inPos:]
 	n := copy(buf, c.carry)
