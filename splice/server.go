@@ -268,6 +268,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	close(s.done)
+	// Stop watching the listeners in every loop, then close them at
+	// once: a listener left open while sessions drain would queue new
+	// connections that nobody accepts (with SO_REUSEPORT and
+	// net.ipv4.tcp_migrate_req, closing hands them to another process).
+	unwatched := make(chan struct{}, len(s.engs))
+	for _, e := range s.engs {
+		if !e.loop.Submit(func() { e.unlisten(); unwatched <- struct{}{} }) {
+			unwatched <- struct{}{}
+		}
+	}
+	for range s.engs {
+		<-unwatched
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
 	drained := make(chan struct{}, len(s.engs))
 	for _, e := range s.engs {
 		if !e.loop.Submit(func() { e.drain(drained) }) {
@@ -290,9 +306,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.loopsWG.Wait()
 	s.pool.Close()
-	for _, ln := range lns {
-		ln.Close()
-	}
 	return err
 }
 
