@@ -19,8 +19,8 @@ type recorder struct {
 }
 
 func (r *recorder) Event(token uint64, ev Events) { r.events <- [2]uint64{token, uint64(ev)} }
-func (r *recorder) Turn() bool                     { r.turns.Add(1); return false }
-func (r *recorder) Tick(time.Time)                 { r.ticks.Add(1) }
+func (r *recorder) Turn() bool                    { r.turns.Add(1); return false }
+func (r *recorder) Tick(time.Time)                { r.ticks.Add(1) }
 
 func startLoop(t *testing.T, tick time.Duration) (*Loop, *recorder, chan error) {
 	t.Helper()

@@ -130,13 +130,13 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 			switch rx.mode {
 			case modeForward:
 				e.queue(rx.dst, p)
+				s.bytesIn += int64(n)
 				e.cnt[cntBytesIn] += uint64(n)
 			case modeControl:
 				wsframe.Cipher(p, rx.mask, int(rx.maskOff))
 				rx.maskOff += int32(n)
 				s.ctrl = append(s.ctrl, p...)
 			}
-			s.bytesIn += int64(n)
 			rx.remain -= int64(n)
 			used += n
 			if rx.remain == 0 {

@@ -67,7 +67,6 @@ type Stats struct {
 	BackpressurePauses  uint64 // times a connection went over the high watermark
 	Closes              map[string]uint64
 	DialsInFlight       int64
-	ControlInFlight     int64
 	Loops               int
 	Uptime              time.Duration
 }
@@ -121,8 +120,8 @@ func (s *Server) Stats() Stats {
 // worker goroutines, never on a loop's per-frame path.
 type Hooks struct {
 	// Dial is called after every upstream dial with its result ("ok",
-	// "refused_by_policy", "dns_error", "tcp_error", "handshake_error",
-	// "tls_error", "too_many") and how long it took.
+	// "refused_by_policy", "dns_error", "tcp_error", "tls_error",
+	// "handshake_error") and how long it took.
 	Dial func(result string, d time.Duration)
 	// RPC is called after every control request with its method ("" for
 	// a message that named none) and result ("ok" or the error code).
