@@ -36,10 +36,7 @@ func (e *engine) handshake(c *conn, data []byte) int {
 		}
 		c.proxied = true
 		if src.IsValid() {
-			if e.proxySrc == nil {
-				e.proxySrc = make(map[*conn]netip.AddrPort)
-			}
-			e.proxySrc[c] = src
+			e.setSource(c, src)
 		}
 		used = n
 		data = data[n:]
@@ -70,9 +67,10 @@ func (e *engine) upgradeRequest(c *conn, data []byte) int {
 		e.reject(c, status, reason)
 		return len(data)
 	}
-	remote, ok := e.proxySrc[c]
+	remote, ok := e.srcAddr[c]
 	if ok {
-		delete(e.proxySrc, c)
+		delete(e.srcAddr, c)
+		c.hasSrc = false
 	} else {
 		remote = peerAddr(c.fd)
 	}

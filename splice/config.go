@@ -1,6 +1,7 @@
 package splice
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -34,6 +35,11 @@ type Config struct {
 	// of the dialed address's family, round robin); empty: the kernel
 	// chooses.
 	SourceAddrs []netip.Addr
+	// UpstreamRootCAs returns the roots that wss:// upstreams are
+	// verified against. It is called on every such dial, so the pool may
+	// change while the server runs (a reload). Nil, or a nil pool: the
+	// system roots.
+	UpstreamRootCAs func() *x509.CertPool
 	// ProxyProtocol expects a PROXY protocol v1 or v2 header (HAProxy's
 	// send-proxy-v2) before the upgrade request; its source address is
 	// the client's in logs and per-address limits. Off, such a header is

@@ -79,6 +79,7 @@ type conn struct {
 	rdhup    bool // epoll reported the peer's shutdown or an error
 	gotClose bool // closing: the peer's close frame has arrived
 	proxied  bool // client: its PROXY protocol header has been read
+	hasSrc   bool // client: e.srcAddr holds its address
 	inReady  bool // queued in e.ready
 	waiting  bool // upstream: parked in sess.waiters for the client stream
 	dirty    bool // queued in e.dirty

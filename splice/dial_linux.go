@@ -71,9 +71,6 @@ func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
 		}
 		return nil, &rpc.Error{Code: rpc.InvalidHostname, Message: msg, Path: "url"}
 	}
-	if p.URL.Scheme == "wss" {
-		return nil, &rpc.Error{Code: rpc.DialError, Message: "wss:// upstreams are not supported yet"}
-	}
 	port, _ := strconv.Atoi(p.Port)
 	var fd int
 	var err error
@@ -87,6 +84,9 @@ func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
 	}
 	if err != nil {
 		return nil, &rpc.Error{Code: rpc.DialError, Message: "TCP connect to " + target + " failed: " + errReason(err)}
+	}
+	if p.URL.Scheme == "wss" {
+		return s.dialTLS(fd, p, deadline) // TLS, then the WebSocket handshake (tls.go)
 	}
 	d := ws.Dialer{Protocols: p.Subprotocols}
 	if len(p.Header) > 0 {

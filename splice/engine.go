@@ -63,7 +63,7 @@ type engine struct {
 	ns     int64 // now.UnixNano(), the unit of conn times
 
 	flushing bool                     // inside flushAll: genBuf must not flush
-	proxySrc map[*conn]netip.AddrPort // PROXY header sources of handshaking clients
+	srcAddr  map[*conn]netip.AddrPort // client addresses of handshaking conns (setSource)
 	lfds     []int                    // listening descriptors watched (-1: not now)
 	lpaused  []pausedListener         // listeners unwatched after accept errors
 	// Counters: cnt is the loop's own, pub what Stats reads.
@@ -138,8 +138,8 @@ func (e *engine) closeFD(c *conn) {
 	e.conns[c.slot] = nil
 	e.free = append(e.free, c.slot)
 	e.live--
-	if c.proxied {
-		delete(e.proxySrc, c)
+	if c.hasSrc {
+		delete(e.srcAddr, c)
 	}
 	if c.carry != nil {
 		e.pool.Put(c.carry)

@@ -319,19 +319,30 @@ func (s *Server) Close() error {
 }
 
 // accept takes a new client connection onto this loop.
-func (e *engine) accept(fd int) {
+func (e *engine) accept(fd int) *conn {
 	if e.stopping {
 		unix.Close(fd)
-		return
+		return nil
 	}
 	c, err := e.add(fd, kindClient, nil)
 	if err != nil {
 		unix.Close(fd)
 		e.srv.log.Warn("register connection", "err", err)
-		return
+		return nil
 	}
 	c.st = stHandshake
 	c.deadline = e.ns + int64(e.srv.cfg.ReadTimeout)
+	return c
+}
+
+// setSource records the client address of a handshaking connection whose
+// socket cannot tell it (a PROXY header, or the TLS path's socketpair).
+func (e *engine) setSource(c *conn, src netip.AddrPort) {
+	if e.srcAddr == nil {
+		e.srcAddr = make(map[*conn]netip.AddrPort)
+	}
+	e.srcAddr[c] = src
+	c.hasSrc = true
 }
 
 // drain starts a graceful shutdown of this loop and signals done once
@@ -391,9 +402,13 @@ func (s *Server) logSessionEnd(ss *session) {
 // if a listener had accepted it. It is how connections that another path
 // accepted (TLS termination, for one) enter the reactor. The fd is the
 // server's from then on; it returns false (fd closed) after shutdown.
-func (s *Server) adopt(fd int) bool {
+func (s *Server) adopt(fd int, peer netip.AddrPort) bool {
 	e := s.engs[int(s.nextLoop.Add(1))%len(s.engs)]
-	if !e.loop.Submit(func() { e.accept(fd) }) {
+	if !e.loop.Submit(func() {
+		if c := e.accept(fd); c != nil && peer.IsValid() {
+			e.setSource(c, peer)
+		}
+	}) {
 		unix.Close(fd)
 		return false
 	}

@@ -60,22 +60,17 @@ func newLogger(o *options) *slog.Logger {
 }
 
 func serve(o *options, log *slog.Logger) error {
-	if o.TLSCert != "" || o.TLSCA != "" || o.UpstreamCA != "" {
-		return errors.New("TLS (--tls-cert, --tls-key, --tls-ca, --upstream-ca) is not implemented yet")
-	}
-	// Flags of PROTOCOL.md whose feature has not landed yet refuse to
-	// start rather than being silently ignored.
-	for name, set := range map[string]bool{
-		"--metrics-address":     o.MetricsAddress != "",
-		"--proxy-protocol":      o.ProxyProtocol,
-		"--max-sessions-per-ip": o.MaxSessionsPerIP != 0,
-		"--allowed-origins":     len(o.AllowedOrigins) > 0,
-	} {
-		if set {
-			return fmt.Errorf("%s is not implemented yet", name)
-		}
+	// TLS material is loaded before anything starts: a bad file is a
+	// startup error naming it (tls.go).
+	tf, err := loadTLSFiles(o, log)
+	if err != nil {
+		return err
 	}
 	pol, err := rpc.NewHostPolicy(o.AllowedHostnames, o.AllowPrivateUpstreams)
+	if err != nil {
+		return err
+	}
+	origins, err := splice.NewOriginPolicy(o.AllowedOrigins)
 	if err != nil {
 		return err
 	}
@@ -87,6 +82,7 @@ func serve(o *options, log *slog.Logger) error {
 		}
 		srcs = append(srcs, ip.Unmap())
 	}
+	mx := newMetrics(o.MetricsAddress) // nil without --metrics-address (metrics.go)
 	srv, err := splice.New(splice.Config{
 		FrameSizeLimit:         o.FrameSizeLimit,
 		WriteTimeout:           o.WriteTimeout,
@@ -94,10 +90,15 @@ func serve(o *options, log *slog.Logger) error {
 		DialTimeout:            o.DialTimeout,
 		MaxUpstreamsPerSession: o.MaxUpstreamsPerSession,
 		MaxSessions:            o.MaxSessions,
+		MaxSessionsPerIP:       o.MaxSessionsPerIP,
+		ProxyProtocol:          o.ProxyProtocol,
+		Origins:                origins,
 		PingInterval:           o.PingInterval,
 		IdleTimeout:            o.IdleTimeout,
 		Policy:                 pol,
+		UpstreamRootCAs:        tf.upstreamRoots(),
 		SourceAddrs:            srcs,
+		Hooks:                  mx.hooks(),
 		Logger:                 log,
 	})
 	if err != nil {
@@ -116,7 +117,11 @@ func serve(o *options, log *slog.Logger) error {
 			return serr
 		}
 	}
-	ln, err := lc.Listen(context.Background(), o.Network, o.Listen)
+	// Under systemd the socket unit's listener replaces --listen (service.go).
+	ln, err := activatedListener(log)
+	if err == nil && ln == nil {
+		ln, err = lc.Listen(context.Background(), o.Network, o.Listen)
+	}
 	if err != nil {
 		srv.Close()
 		return err
@@ -124,15 +129,33 @@ func serve(o *options, log *slog.Logger) error {
 	if o.PprofAddress != "" {
 		go servePprof(o.PprofAddress, log)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "network", o.Network)
+	log.Info("listening", "addr", ln.Addr().String(), "network", o.Network, "tls", tf.mode())
+	// Metrics, watchdog, and SIGHUP, which reloads certificate, key and CA
+	// files for new connections between RELOADING=1 and READY=1
+	// (service.go).
+	svc, err := startService(o, srv, mx, ln, tf.reload, log)
+	if err != nil {
+		ln.Close()
+		srv.Close()
+		return err
+	}
+	defer svc.close()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if cfg := tf.listenerConfig(); cfg != nil {
+			errc <- srv.ServeTLS(ln, cfg)
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	svc.ready()
 	select {
 	case s := <-sig:
 		log.Info("shutting down", "signal", s.String(), "timeout", o.ShutdownTimeout)
+		svc.stopping() // /healthz 503, STOPPING=1
 	case err := <-errc:
 		srv.Close()
 		return err
