@@ -18,6 +18,24 @@ import (
 	"github.com/wsplice/wsplice/rpc"
 )
 
+// Dial stages, as Hooks.Dial reports a failure.
+const (
+	stagePolicy    = "refused_by_policy"
+	stageDNS       = "dns_error"
+	stageTCP       = "tcp_error"
+	stageTLS       = "tls_error"
+	stageHandshake = "handshake_error"
+)
+
+// dialError is a failed dial: the error the client gets, and the stage
+// that failed (for metrics, so nothing has to read the message).
+type dialError struct {
+	reply *rpc.Error
+	stage string
+}
+
+func failed(stage string, e *rpc.Error) *dialError { return &dialError{reply: e, stage: stage} }
+
 // dialed is an upstream connection ready for a loop: a non-blocking fd
 // after a completed WebSocket handshake.
 type dialed struct {
@@ -28,10 +46,10 @@ type dialed struct {
 
 // dial resolves, checks, connects and handshakes with an upstream, on a
 // worker goroutine. The fd it returns is the caller's to close.
-func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
+func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *dialError) {
 	pol := s.cfg.Policy
 	if err := pol.CheckHost(p.Host); err != nil {
-		return nil, &rpc.Error{Code: rpc.InvalidHostname, Message: err.Error(), Path: "url"}
+		return nil, failed(stagePolicy, &rpc.Error{Code: rpc.InvalidHostname, Message: err.Error(), Path: "url"})
 	}
 	timeout := s.cfg.DialTimeout
 	if p.Timeout > 0 && p.Timeout < timeout {
@@ -47,7 +65,7 @@ func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
 	} else {
 		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", p.Host)
 		if err != nil {
-			return nil, &rpc.Error{Code: rpc.DialError, Message: "DNS lookup of " + p.Host + " failed: " + dnsReason(err)}
+			return nil, failed(stageDNS, &rpc.Error{Code: rpc.DialError, Message: "DNS lookup of " + p.Host + " failed: " + dnsReason(err)})
 		}
 		for _, ip := range ips {
 			addrs = append(addrs, ip.Unmap())
@@ -69,7 +87,7 @@ func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
 		if refused != nil {
 			msg = refused.Error()
 		}
-		return nil, &rpc.Error{Code: rpc.InvalidHostname, Message: msg, Path: "url"}
+		return nil, failed(stagePolicy, &rpc.Error{Code: rpc.InvalidHostname, Message: msg, Path: "url"})
 	}
 	port, _ := strconv.Atoi(p.Port)
 	var fd int
@@ -83,7 +101,7 @@ func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
 		}
 	}
 	if err != nil {
-		return nil, &rpc.Error{Code: rpc.DialError, Message: "TCP connect to " + target + " failed: " + errReason(err)}
+		return nil, failed(stageTCP, &rpc.Error{Code: rpc.DialError, Message: "TCP connect to " + target + " failed: " + errReason(err)})
 	}
 	if p.URL.Scheme == "wss" {
 		return s.dialTLS(fd, p, deadline) // TLS, then the WebSocket handshake (tls.go)
@@ -95,7 +113,7 @@ func (s *Server) dial(p *rpc.ConnectParams) (*dialed, *rpc.Error) {
 	br, hs, err := d.Upgrade(&fdConn{fd: fd, deadline: deadline}, p.URL)
 	if err != nil {
 		unix.Close(fd)
-		return nil, &rpc.Error{Code: rpc.DialError, Message: "WebSocket handshake with " + target + " failed: " + errReason(err)}
+		return nil, failed(stageHandshake, &rpc.Error{Code: rpc.DialError, Message: "WebSocket handshake with " + target + " failed: " + errReason(err)})
 	}
 	out := &dialed{fd: fd, subprotocol: hs.Protocol}
 	if br != nil && br.Buffered() > 0 {

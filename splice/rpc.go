@@ -2,7 +2,6 @@ package splice
 
 import (
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -70,16 +69,20 @@ func (s *session) Connect(id int64, p *rpc.ConnectParams) {
 	}
 	start := time.Now()
 	e.srv.dialing.Add(1)
-	d, rerr := e.srv.dial(p)
+	d, derr := e.srv.dial(p)
 	e.srv.dialing.Add(-1)
 	s.dialing.Add(-1)
 	if h := e.srv.cfg.Hooks.Dial; h != nil {
-		h(dialResult(rerr), time.Since(start))
+		result := "ok"
+		if derr != nil {
+			result = derr.stage
+		}
+		h(result, time.Since(start))
 	}
-	if rerr != nil {
+	if derr != nil {
 		s.reserved.Add(-1)
-		e.srv.rpcHook("connect", rerr.Code)
-		s.Send(rpc.EncodeError(id, rerr))
+		e.srv.rpcHook("connect", derr.reply.Code)
+		s.Send(rpc.EncodeError(id, derr.reply))
 		return
 	}
 	e.srv.rpcHook("connect", 0)
@@ -161,21 +164,4 @@ func (s *Server) rpcHook(method string, code int) {
 		}
 		h(method, result)
 	}
-}
-
-// dialResult names a dial's outcome for Hooks.Dial.
-func dialResult(e *rpc.Error) string {
-	switch {
-	case e == nil:
-		return "ok"
-	case e.Code == rpc.InvalidHostname:
-		return "refused_by_policy"
-	case strings.HasPrefix(e.Message, "DNS"):
-		return "dns_error"
-	case strings.HasPrefix(e.Message, "TCP"):
-		return "tcp_error"
-	case strings.HasPrefix(e.Message, "TLS"):
-		return "tls_error"
-	}
-	return "handshake_error"
 }

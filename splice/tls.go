@@ -208,14 +208,14 @@ func (s *Server) tlsReason(err error) string {
 // deadline bounds both handshakes. fd is dialTLS's from the call on: it
 // is closed on failure, and on success it belongs to the bridge, whose
 // reactor end is returned.
-func (s *Server) dialTLS(fd int, p *rpc.ConnectParams, deadline time.Time) (*dialed, *rpc.Error) {
+func (s *Server) dialTLS(fd int, p *rpc.ConnectParams, deadline time.Time) (*dialed, *dialError) {
 	hostport := net.JoinHostPort(p.Host, p.Port)
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	rc := newRecordConn(newFileConn(fd, "wss://"+hostport))
-	fail := func(stage string, err error) (*dialed, *rpc.Error) {
+	fail := func(stage, what string, err error) (*dialed, *dialError) {
 		rc.Close()
 		rc.release()
-		return nil, &rpc.Error{Code: rpc.DialError, Message: stage + " with " + hostport + " failed: " + s.tlsReason(err)}
+		return nil, failed(stage, &rpc.Error{Code: rpc.DialError, Message: what + " with " + hostport + " failed: " + s.tlsReason(err)})
 	}
 	cfg := &tls.Config{ServerName: p.Host, MinVersion: tls.VersionTLS12}
 	if roots := s.cfg.UpstreamRootCAs; roots != nil {
@@ -226,7 +226,7 @@ func (s *Server) dialTLS(fd int, p *rpc.ConnectParams, deadline time.Time) (*dia
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		return fail("TLS handshake", err)
+		return fail(stageTLS, "TLS handshake", err)
 	}
 	d := ws.Dialer{Protocols: p.Subprotocols}
 	if len(p.Header) > 0 {
@@ -235,7 +235,7 @@ func (s *Server) dialTLS(fd int, p *rpc.ConnectParams, deadline time.Time) (*dia
 	tc.SetDeadline(deadline)
 	br, hs, err := d.Upgrade(tc, p.URL)
 	if err != nil {
-		return fail("WebSocket handshake", err)
+		return fail(stageHandshake, "WebSocket handshake", err)
 	}
 	tc.SetDeadline(time.Time{})
 	out := &dialed{subprotocol: hs.Protocol}
@@ -247,7 +247,7 @@ func (s *Server) dialTLS(fd int, p *rpc.ConnectParams, deadline time.Time) (*dia
 		ws.PutReader(br)
 	}
 	if out.fd, err = s.bridge(tc, rc, nil); err != nil {
-		return fail("TLS bridge", err)
+		return fail(stageTLS, "TLS bridge", err)
 	}
 	return out, nil
 }
