@@ -84,6 +84,11 @@ func (e *engine) upgradeRequest(c *conn, data []byte) int {
 	c.sess = s
 	c.st = stOpen
 	c.deadline = 0
+	if e.stopping {
+		away := closeMsg{code: 1001, reason: "server shutting down"}
+		e.endSession(s, away, &away)
+		return len(data)
+	}
 	return end + e.clientInput(c, data[end:])
 }
 

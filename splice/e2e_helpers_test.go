@@ -21,10 +21,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,6 +51,11 @@ func TestMain(m *testing.M) {
 	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
 		ln.Close()
 	}
+	// Likewise os/signal's watcher, which `go test -fuzz` starts (the
+	// fuzzing engine calls signal.Notify) and which never exits.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGWINCH)
+	signal.Stop(sig)
 	baseG := runtime.NumGoroutine()
 	baseFD := countFDs()
 

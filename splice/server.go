@@ -358,7 +358,9 @@ func (e *engine) drain(done chan<- struct{}) {
 		}
 		switch {
 		case c.kind == kindClient && c.st == stHandshake:
-			e.closeFD(c)
+			// Let it finish (--read-timeout bounds it): closing it
+			// now would reset a client whose request is in flight.
+			// upgradeRequest ends its session with 1001 at once.
 		case c.kind == kindClient && c.st == stOpen:
 			e.endSession(c.sess, away, &away)
 		}
