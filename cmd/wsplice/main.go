@@ -104,19 +104,7 @@ func serve(o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	lc := net.ListenConfig{}
-	if o.Reuseport {
-		lc.Control = func(network, address string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
-	}
+	lc := listenConfig(o.Reuseport)
 	// Under systemd the socket unit's listener replaces --listen (service.go).
 	ln, err := activatedListener(log)
 	if err == nil && ln == nil {
@@ -181,4 +169,24 @@ func servePprof(addr string, log *slog.Logger) {
 	if err := http.ListenAndServe(addr, mux); err != nil {
 		log.Error("pprof", "err", err)
 	}
+}
+
+// listenConfig is how wsplice listens: with --reuseport, SO_REUSEPORT on
+// the socket, so a replacement process can bind the same address (the
+// metrics address too, so a health check follows the new process).
+func listenConfig(reuseport bool) net.ListenConfig {
+	lc := net.ListenConfig{}
+	if reuseport {
+		lc.Control = func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return lc
 }

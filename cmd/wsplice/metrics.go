@@ -9,6 +9,7 @@ package main
 // control request.
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -125,8 +126,8 @@ func (m *metrics) handler(draining func() bool) http.Handler {
 
 // serve listens on addr (a listen error is returned, so a taken port is a
 // startup error) and serves the handler until the returned stop is called.
-func (m *metrics) serve(addr string, draining func() bool, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
+func (m *metrics) serve(addr string, lc net.ListenConfig, draining func() bool, log *slog.Logger) (stop func(), err error) {
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -80,7 +80,7 @@ func startService(o *options, srv *splice.Server, m *metrics, ln net.Listener, r
 	s := &service{log: log, srv: srv, addr: ln.Addr().String()}
 	if m != nil {
 		m.watch(srv)
-		stop, err := m.serve(o.MetricsAddress, s.draining.Load, log)
+		stop, err := m.serve(o.MetricsAddress, listenConfig(o.Reuseport), s.draining.Load, log)
 		if err != nil {
 			return nil, fmt.Errorf("--metrics-address: %w", err)
 		}
