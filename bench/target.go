@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+)
+
+// TargetKind says how the harness reaches the upstreams.
+type TargetKind string
+
+const (
+	// KindOurs is the wsplice binary, started by the harness.
+	KindOurs TargetKind = "ours"
+	// KindDirect is no multiplexer: clients talk to the upstreams.
+	KindDirect TargetKind = "direct"
+	// KindExternal is a server that speaks the protocol, given by URL.
+	KindExternal TargetKind = "external"
+)
+
+// Target is one way to run the load.
+type Target struct {
+	Name string     // shown in the report: "ours", "direct", "ext 127.0.0.1:3000"
+	Kind TargetKind //
+	URL  string     // session URL, KindExternal only
+	Bin  string     // wsplice binary, KindOurs only
+}
+
+// ExternalTarget checks that rawURL is a ws:// URL on loopback (the
+// harness's upstreams listen on loopback only, and all traffic stays on
+// this machine) and returns its target.
+func ExternalTarget(rawURL string) (Target, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return Target{}, fmt.Errorf("bench: --server %q: %w", rawURL, err)
+	}
+	if u.Scheme != "ws" {
+		return Target{}, fmt.Errorf("bench: --server %q: only ws:// is supported (--tls is not supported yet)", rawURL)
+	}
+	ip := net.ParseIP(u.Hostname())
+	if u.Hostname() == "localhost" {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	if ip == nil || !ip.IsLoopback() {
+		return Target{}, fmt.Errorf("bench: --server %q: the host must be a loopback address (127.0.0.0/8, ::1 or localhost)", rawURL)
+	}
+	if u.Port() == "" {
+		return Target{}, fmt.Errorf("bench: --server %q: missing port", rawURL)
+	}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	return Target{Name: "ext " + u.Host, Kind: KindExternal, URL: u.String()}, nil
+}
+
+// instance is a target made ready for one cell.
+type instance struct {
+	t          *Target
+	proc       *serverProc // KindOurs only
+	sessionURL string      // "" for KindDirect
+}
+
+func (t *Target) start() (*instance, error) {
+	in := &instance{t: t}
+	switch t.Kind {
+	case KindOurs:
+		p, err := startServer(t.Bin)
+		if err != nil {
+			return nil, err
+		}
+		in.proc, in.sessionURL = p, p.url()
+	case KindExternal:
+		in.sessionURL = t.URL
+	}
+	return in, nil
+}
+
+// stop ends the server process, if the harness started one.
+func (in *instance) stop() error {
+	if in.proc == nil {
+		return nil
+	}
+	return in.proc.Stop()
+}
+
+// stopErr combines the error of stopping a server with the error of the
+// cell: a server that died explains the cell's failure, so it comes first.
+func stopErr(stop, cell error) error {
+	switch {
+	case stop == nil:
+		return cell
+	case cell == nil:
+		return stop
+	case errors.Is(cell, errServerExited):
+		return cell
+	}
+	return fmt.Errorf("%w; the cell saw: %w", stop, cell)
+}
+
+// check returns an error if the server process died.
+func (in *instance) check() error {
+	if in.proc == nil {
+		return nil
+	}
+	return in.proc.check()
+}
+
+// sample reads the server process's resource use; ok is false when the
+// server is not a local process of the harness.
+func (in *instance) sample() (st procStat, ok bool) {
+	if in.proc == nil {
+		return st, false
+	}
+	st, err := readProc(in.proc.pid())
+	return st, err == nil
+}
+
+// dialConcurrency bounds the handshakes in progress at once.
+const dialConcurrency = 32
+
+// openClients opens n clients, client i to upstream URL up.url(i),
+// through the instance's multiplexer if it has one.
+func openClients(sessionURL string, up *upstream, n, scanSize int) ([]*client, error) {
+	var mask [4]byte
+	rand.Read(mask[:])
+	clients := make([]*client, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, dialConcurrency)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			clients[i], errs[i] = openClient(sessionURL, up.url(i), mask, scanSize)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			closeClients(clients)
+			return nil, fmt.Errorf("client %d of %d: %w", i, n, err)
+		}
+	}
+	return clients, nil
+}
+
+func closeClients(cs []*client) {
+	for _, c := range cs {
+		if c != nil {
+			c.conn.Close()
+		}
+	}
+}

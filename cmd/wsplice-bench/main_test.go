@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/wsplice/wsplice/bench"
+)
+
+func TestParseInts(t *testing.T) {
+	got, err := parseInts("32, 128,4098,64KiB,1MiB,2K")
+	want := []int{32, 128, 4098, 65536, 1 << 20, 2048}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("parseInts = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"", "x", "0", "-1", "1.5"} {
+		if _, err := parseInts(bad); err == nil {
+			t.Errorf("parseInts(%q) accepted it", bad)
+		}
+	}
+}
+
+func TestParseModes(t *testing.T) {
+	if m, err := parseModes("all"); err != nil || len(m) != 3 {
+		t.Errorf("all = %v, %v", m, err)
+	}
+	if m, err := parseModes("latency,sessions"); err != nil || !slices.Equal(m, []bench.Mode{bench.ModeLatency, bench.ModeSessions}) {
+		t.Errorf("latency,sessions = %v, %v", m, err)
+	}
+	if _, err := parseModes("speed"); err == nil {
+		t.Error("unknown mode accepted")
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--tls"},
+		{"--no-ours", "--no-direct"},
+		{"--no-ours", "--server", "ws://192.0.2.1:3000/"},
+		{"--no-ours", "--clients", "0"},
+		{"--no-ours", "--mode", "speed"},
+		{"--bogus"},
+		{"extra"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), args, &out, &errOut); code != 2 {
+			t.Errorf("%q: exit %d, want 2; stderr: %s", args, code, errOut.String())
+		}
+	}
+	var out, errOut bytes.Buffer
+	run(context.Background(), []string{"--tls"}, &out, &errOut)
+	if !strings.Contains(errOut.String(), "not supported yet") {
+		t.Errorf("--tls: stderr %q", errOut.String())
+	}
+}
+
+// TestJSONRun runs one tiny throughput cell on the direct path.
+func TestJSONRun(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"--no-ours", "--mode", "throughput", "--clients", "1",
+		"--payloads", "32", "--duration", "100ms", "--warmup", "0s", "--quiet-wait", "0", "--json"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr: %s", code, errOut.String())
+	}
+	var res bench.Results
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, out.String())
+	}
+	if len(res.Throughput) != 1 || res.Throughput[0].Bytes <= 0 {
+		t.Errorf("results: %+v", res.Throughput)
+	}
+}
