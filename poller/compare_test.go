@@ -37,8 +37,8 @@ type batchHandler struct {
 }
 
 func (h *batchHandler) Event(token uint64, ev Events) { h.read(h.fds[token]) }
-func (h *batchHandler) Turn() bool                     { return false }
-func (h *batchHandler) Tick(time.Time)                 {}
+func (h *batchHandler) Turn() bool                    { return false }
+func (h *batchHandler) Tick(time.Time)                {}
 
 func (h *batchHandler) read(fd int) {
 	if _, err := unix.Read(fd, h.buf[:]); err == nil && h.left.Add(-1) == 0 {
