@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -60,7 +61,7 @@ func openClient(sessionURL, upstreamURL string, mask [4]byte, scanSize int) (*cl
 	direct := sessionURL == ""
 	dialURL := sessionURL
 	if direct {
-		dialURL = upstreamURL
+		dialURL = secureURL(upstreamURL)
 	}
 	conn, rest, err := dialWebSocket(dialURL)
 	if err != nil {
@@ -117,6 +118,18 @@ func (c *client) connect(upstreamURL string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: connect: no reply", errRPC)
+}
+
+// interrupt ends the client's blocked reads and writes at the end of a
+// cell. Over TLS a write cut by a deadline leaves half a record on the
+// wire, which the server would report as a bad record MAC; closing the
+// TCP connection under the TLS one ends it cleanly (an EOF, mid-record).
+func (c *client) interrupt(now time.Time) {
+	if tc, ok := c.conn.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	c.conn.SetDeadline(now)
 }
 
 // write writes b whole.

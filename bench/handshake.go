@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -70,8 +71,8 @@ func dialWebSocket(rawURL string) (net.Conn, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if u.Scheme != "ws" {
-		return nil, nil, fmt.Errorf("bench: %q: only ws:// is supported", rawURL)
+	if u.Scheme != "ws" && !(u.Scheme == "wss" && useTLS != nil) {
+		return nil, nil, fmt.Errorf("bench: %q: only ws:// (and wss:// with --tls) is supported", rawURL)
 	}
 	host := u.Host
 	if u.Port() == "" {
@@ -80,6 +81,21 @@ func dialWebSocket(rawURL string) (net.Conn, []byte, error) {
 	conn, err := net.DialTimeout("tcp", host, handshakeTimeout)
 	if err != nil {
 		return nil, nil, err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	if u.Scheme == "wss" {
+		cfg := useTLS.client.Clone()
+		cfg.ServerName = u.Hostname()
+		tc := tls.Client(conn, cfg)
+		tc.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("bench: TLS handshake with %s: %w", host, err)
+		}
+		tc.SetDeadline(time.Time{})
+		conn = tc
 	}
 	rest, err := clientHandshake(conn, u)
 	if err != nil {

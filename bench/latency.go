@@ -325,7 +325,7 @@ func (res *LatencyResult) run(ctx context.Context, t *Target, o *Options) (err e
 	close(done)
 	now := time.Now()
 	for _, lc := range lcs {
-		lc.c.conn.SetDeadline(now)
+		lc.c.interrupt(now)
 	}
 	closeClients(cs)
 	if !waitTimeout(&wg, stopTimeout) {

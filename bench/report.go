@@ -58,6 +58,9 @@ func WriteMarkdown(w io.Writer, r *Results) error {
 	}
 	p.f("Run: %s UTC; each cell measures %s after %s of warmup. Targets: %s.\n\n",
 		r.Started.Format("2006-01-02 15:04"), secs(r.Settings.DurationSeconds), secs(r.Settings.WarmupSeconds), strings.Join(names, ", "))
+	if r.Settings.TLS {
+		p.f("Over TLS (--tls): clients dial wss:// to wsplice, and to the upstreams on the direct path; wsplice reaches the upstreams in plain ws://.\n\n")
+	}
 	for _, n := range r.Notes {
 		p.f("- %s\n", n)
 	}
@@ -135,22 +138,37 @@ func (g *grid) legend() string {
 	if len(ratios) > 0 {
 		s += " (" + strings.Join(ratios, ", ") + ")"
 	}
-	return s
+	return s + fmt.Sprintf("; %s: the rest of the machine used more than %d%% of a core during that measurement", disturbedMark, disturbedCPU)
 }
 
 // cell formats one value per target plus the ratios to the baseline;
 // value returns ok false for a failed or missing measurement.
-func (g *grid) cell(value func(target string) (float64, bool), format func(float64) string) string {
+// measured is one figure of one target in a cell.
+type measured struct {
+	v         float64
+	ok        bool // false: failed or missing
+	disturbed bool // the rest of the machine was busy during it
+}
+
+// disturbedMark follows a figure measured while the rest of the machine
+// was busy.
+const disturbedMark = "†"
+
+func (g *grid) cell(value func(target string) measured, format func(float64) string) string {
 	vals := map[string]float64{}
 	var parts []string
 	for _, t := range g.targets {
-		v, ok := value(t)
-		if !ok {
+		m := value(t)
+		if !m.ok {
 			parts = append(parts, "error")
 			continue
 		}
-		vals[t] = v
-		parts = append(parts, format(v))
+		vals[t] = m.v
+		s := format(m.v)
+		if m.disturbed {
+			s += disturbedMark
+		}
+		parts = append(parts, s)
 	}
 	s := strings.Join(parts, " / ")
 	base, ok := vals[g.baseline]
@@ -210,13 +228,13 @@ func findLatency(r *Results, target string, clients, payload int) *LatencyResult
 }
 
 func (g *grid) throughput(p *printer, r *Results) {
-	tp := func(clients, payload int, f func(*ThroughputResult) float64) func(string) (float64, bool) {
-		return func(t string) (float64, bool) {
+	tp := func(clients, payload int, f func(*ThroughputResult) float64) func(string) measured {
+		return func(t string) measured {
 			c := findThroughput(r, t, clients, payload)
 			if c == nil || c.Error != "" {
-				return 0, false
+				return measured{}
 			}
-			return f(c), true
+			return measured{f(c), true, c.OtherCPUPercent > disturbedCPU}
 		}
 	}
 	p.f("### Throughput\n\n")
@@ -295,13 +313,13 @@ func (g *grid) latency(p *printer, r *Results) {
 	p.f("### Latency\n\n")
 	p.f("Round trips through an echo upstream, %d message(s) in flight per client, timestamps carried in the payload. "+
 		"Cell: %s. Times are round trips (RTT) unless marked one-way (= RTT/2).\n\n", r.Settings.Inflight, g.legend())
-	lat := func(clients, payload int, f func(*LatencyResult) float64) func(string) (float64, bool) {
-		return func(t string) (float64, bool) {
+	lat := func(clients, payload int, f func(*LatencyResult) float64) func(string) measured {
+		return func(t string) measured {
 			c := findLatency(r, t, clients, payload)
 			if c == nil || c.Error != "" {
-				return 0, false
+				return measured{}
 			}
-			return f(c), true
+			return measured{f(c), true, c.OtherCPUPercent > disturbedCPU}
 		}
 	}
 	p.f("| payload | clients | round trips/s | p50 RTT | p99 RTT | p99.9 RTT | one-way p50 (RTT/2) | old README latency column |\n")

@@ -62,6 +62,11 @@ type Options struct {
 	// server is measured (default one second).
 	SessionsIdle time.Duration
 
+	// TLS measures over TLS: wsplice serves TLS (a throwaway CA and
+	// certificate), the direct path's upstreams answer TLS too, and every
+	// client dials wss://. wsplice reaches the upstreams in plain ws://.
+	TLS bool
+
 	// Targets run in this order in every cell.
 	Targets []Target
 
@@ -175,6 +180,7 @@ type Settings struct {
 	Inflight        int      `json:"inflight"`
 	Sessions        int      `json:"sessions"`
 	ServerArgs      []string `json:"server_args"`
+	TLS             bool     `json:"tls"`
 }
 
 // Results is everything a run measured.
@@ -219,6 +225,14 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
+	if o.TLS {
+		m, err := newTLSMaterial()
+		if err != nil {
+			return nil, fmt.Errorf("bench: TLS material: %w", err)
+		}
+		useTLS = m
+		defer func() { m.remove(); useTLS = nil }()
+	}
 	limit, _ := raiseFDLimit()
 	res := &Results{
 		Started: time.Now().UTC(),
@@ -226,7 +240,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		Settings: Settings{
 			Modes: o.Modes, Clients: o.Clients, Payloads: o.Payloads,
 			DurationSeconds: o.Duration.Seconds(), WarmupSeconds: o.Warmup.Seconds(),
-			Inflight: o.Inflight, Sessions: o.Sessions, ServerArgs: ServerArgs,
+			Inflight: o.Inflight, Sessions: o.Sessions, ServerArgs: ServerArgs, TLS: o.TLS,
 		},
 		Targets:             o.Targets,
 		References:          References,

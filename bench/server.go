@@ -76,7 +76,11 @@ type serverProc struct {
 // log line.
 func startServer(bin string) (*serverProc, error) {
 	s := &serverProc{exited: make(chan struct{})}
-	s.cmd = exec.Command(bin, ServerArgs...)
+	args := ServerArgs
+	if useTLS != nil {
+		args = append(append([]string(nil), ServerArgs...), useTLS.serverArgs()...)
+	}
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout = io.Discard
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -144,7 +148,7 @@ func (s *serverProc) stderrTail() string {
 func (s *serverProc) pid() int { return s.cmd.Process.Pid }
 
 // url is the URL clients open sessions on.
-func (s *serverProc) url() string { return "ws://" + s.addr + "/" }
+func (s *serverProc) url() string { return secureURL("ws://" + s.addr + "/") }
 
 // check returns an error if the process has exited.
 func (s *serverProc) check() error {

@@ -37,8 +37,8 @@ func ExternalTarget(rawURL string) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("bench: --server %q: %w", rawURL, err)
 	}
-	if u.Scheme != "ws" {
-		return Target{}, fmt.Errorf("bench: --server %q: only ws:// is supported (--tls is not supported yet)", rawURL)
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return Target{}, fmt.Errorf("bench: --server %q: want ws:// (or wss:// with --tls)", rawURL)
 	}
 	ip := net.ParseIP(u.Hostname())
 	if u.Hostname() == "localhost" {

@@ -259,7 +259,7 @@ func (res *ThroughputResult) run(ctx context.Context, t *Target, o *Options) (er
 	stop.Store(true)
 	now := time.Now()
 	for _, c := range cs {
-		c.conn.SetDeadline(now)
+		c.interrupt(now)
 	}
 	closeClients(cs)
 	if !waitTimeout(&wg, stopTimeout) {

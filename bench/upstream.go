@@ -134,6 +134,13 @@ func (u *upstream) serve(conn net.Conn, st *connStat) {
 func (u *upstream) serveConn(conn net.Conn, st *connStat) error {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+		if u.kind == kindSink {
+			tc.SetReadBuffer(sockBuf)
+		}
+	}
+	conn, err := sniffTLS(conn)
+	if err != nil {
+		return err
 	}
 	rest, err := serverHandshake(conn)
 	if err != nil {
@@ -141,9 +148,6 @@ func (u *upstream) serveConn(conn net.Conn, st *connStat) error {
 	}
 	switch u.kind {
 	case kindSink:
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetReadBuffer(sockBuf)
-		}
 		return serveSink(conn, rest, st)
 	case kindEcho:
 		bw := bufio.NewWriterSize(conn, echoBufSize)
@@ -374,7 +378,9 @@ func (d *idleHandler) frame(h *ws.Header, p []byte, off int64, end bool) error {
 // isClosedConn reports errors that only say the connection went away,
 // which is how every connection ends at the end of a cell.
 func isClosedConn(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) ||
+	// Over TLS a client that closes at the end of a cell, without
+	// close_notify and mid-record, shows as io.ErrUnexpectedEOF.
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, os.ErrDeadlineExceeded)
 }

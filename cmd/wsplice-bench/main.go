@@ -8,10 +8,12 @@
 //	    [--payloads 32,128,1024,4098,65536,1048576] [--duration 5s] [--warmup 1s]
 //	    [--inflight 1] [--sessions 2000] [--server ws://127.0.0.1:PORT]...
 //	    [--no-direct] [--no-ours] [--wsplice-bin PATH] [--quiet-wait 20s] [--retries 2] [--json]
+//	wsplice-bench --render results.json
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -56,11 +58,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		perProc    = fs.Int("sessions-per-process", bench.DefaultSessionsPerProcess, "sessions one harness process holds before spreading over child processes")
 		quietWait  = fs.Duration("quiet-wait", bench.DefaultQuietWait, "before each cell, wait up to this long for the machine to be idle (0: do not wait)")
 		retries    = fs.Int("retries", 2, "run a cell up to this many more times when the rest of the machine was busy during it, keeping the least disturbed attempt")
+		render     = fs.String("render", "", "print the Markdown report of a results file written with --json, and measure nothing")
 		noDirect   = fs.Bool("no-direct", false, "skip the direct path")
 		noOurs     = fs.Bool("no-ours", false, "skip the wsplice binary")
 		wspliceBin = fs.String("wsplice-bin", "", "wsplice binary to measure (default: go build "+bench.ServerPackage+" into a temporary directory)")
 		jsonOut    = fs.Bool("json", false, "write machine-readable JSON to stdout instead of Markdown")
-		tlsOn      = fs.Bool("tls", false, "measure over TLS (not supported yet)")
+		tlsOn      = fs.Bool("tls", false, "measure over TLS: wsplice serves TLS with a throwaway certificate, the direct path's upstreams too; clients dial wss://")
 		servers    listFlag
 	)
 	fs.Var(&servers, "server", "another server of the protocol to measure, ws://HOST:PORT on loopback (repeatable)")
@@ -78,11 +81,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "wsplice-bench: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if *tlsOn {
-		fmt.Fprintln(stderr, "wsplice-bench: --tls: not supported yet")
-		return 2
+	if *render != "" {
+		return renderFile(*render, stdout, stderr)
 	}
 	o := bench.Options{
+		TLS:      *tlsOn,
 		Duration: *duration, Warmup: *warmup, Inflight: *inflight, Sessions: *sessions,
 		SessionsPerProcess: *perProc, Log: stderr, QuietWait: *quietWait,
 		Retries: *retries,
@@ -165,6 +168,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	case res.Failed() > 0 || len(notes) > 0:
 		fmt.Fprintf(stderr, "wsplice-bench: %d cells failed, %d targets skipped\n", res.Failed(), len(notes))
+		return 1
+	}
+	return 0
+}
+
+// renderFile prints the Markdown report of a --json results file.
+func renderFile(path string, stdout, stderr io.Writer) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "wsplice-bench: --render:", err)
+		return 2
+	}
+	var res bench.Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		fmt.Fprintf(stderr, "wsplice-bench: --render %s: %v\n", path, err)
+		return 2
+	}
+	if err := bench.WriteMarkdown(stdout, &res); err != nil {
+		fmt.Fprintln(stderr, "wsplice-bench:", err)
 		return 1
 	}
 	return 0

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -72,5 +74,18 @@ func TestJSONRun(t *testing.T) {
 	}
 	if len(res.Throughput) != 1 || res.Throughput[0].Bytes <= 0 {
 		t.Errorf("results: %+v", res.Throughput)
+	}
+
+	// --render turns the saved JSON into the Markdown report.
+	path := filepath.Join(t.TempDir(), "results.json")
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var md bytes.Buffer
+	if code := run(context.Background(), []string{"--render", path}, &md, &errOut); code != 0 {
+		t.Fatalf("--render: exit %d; stderr: %s", code, errOut.String())
+	}
+	if !strings.Contains(md.String(), "| 32 B |") {
+		t.Errorf("--render output:\n%s", md.String())
 	}
 }
