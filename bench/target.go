@@ -37,8 +37,8 @@ func ExternalTarget(rawURL string) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("bench: --server %q: %w", rawURL, err)
 	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return Target{}, fmt.Errorf("bench: --server %q: want ws:// (or wss:// with --tls)", rawURL)
+	if u.Scheme != "ws" {
+		return Target{}, fmt.Errorf("bench: --server %q: want ws://HOST:PORT (with --tls it is dialed as wss://)", rawURL)
 	}
 	ip := net.ParseIP(u.Hostname())
 	if u.Hostname() == "localhost" {
@@ -73,7 +73,7 @@ func (t *Target) start() (*instance, error) {
 		}
 		in.proc, in.sessionURL = p, p.url()
 	case KindExternal:
-		in.sessionURL = t.URL
+		in.sessionURL = secureURL(t.URL)
 	}
 	return in, nil
 }
