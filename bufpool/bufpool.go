@@ -64,7 +64,13 @@ func (p *Pool) Grow(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {
 		return b
 	}
-	nb := p.Get(len(b) + n)[:len(b)]
+	want := len(b) + n
+	if want > Classes[len(Classes)-1] {
+		// Past the classes, grow geometrically: growing by exactly
+		// what is asked would copy the whole buffer on every call.
+		want = max(want, 2*cap(b))
+	}
+	nb := p.Get(want)[:len(b)]
 	copy(nb, b)
 	if b != nil {
 		p.Put(b)

@@ -72,13 +72,16 @@ func (p *HostPolicy) CheckHost(host string) error {
 	if !ok {
 		return fmt.Errorf("%w: the URL has no host", ErrHostNotAllowed)
 	}
-	if p == nil || len(p.Allowed) == 0 {
-		return nil
-	}
+	// A name must be a valid hostname whatever the list: in particular
+	// numeric forms (127.1, 2130706433, 0x7f.0.0.1) that some resolvers
+	// read as IPv4 addresses never reach a resolver.
 	if !h.isIP {
 		if why := checkHostname(h.name); why != "" {
 			return fmt.Errorf("%w: %q is not a valid hostname: %s", ErrHostNotAllowed, host, why)
 		}
+	}
+	if p == nil || len(p.Allowed) == 0 {
+		return nil
 	}
 	if p.listedHost(h) {
 		return nil

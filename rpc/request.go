@@ -311,7 +311,9 @@ func parseURL(s string) (u *url.URL, host, port string, e *Error) {
 	if u.Fragment != "" || strings.Contains(s, "#") {
 		return bad("fragments are not allowed in WebSocket URLs")
 	}
-	host = strings.ToLower(u.Hostname())
+	// One trailing dot (an absolute name) is dropped: "127.0.0.1." is
+	// then the IP literal it names, checked and dialed as such.
+	host = strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 	if host == "" {
 		return bad("host is missing")
 	}

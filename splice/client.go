@@ -133,6 +133,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 			switch rx.mode {
 			case modeForward:
 				e.queue(rx.dst, p)
+				rx.maskOff += int32(n) // for padding, should the client die
 				s.bytesIn += int64(n)
 				e.cnt[cntBytesIn] += uint64(n)
 			case modeControl:
@@ -187,6 +188,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 					break
 				}
 				e.queue(rx.dst, b[used:used+hn]) // the header goes as it came
+				rx.mask, rx.maskOff = h.Mask, 0
 				s.framesIn++
 				e.cnt[cntFramesIn]++
 			case modeControl:
@@ -249,6 +251,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 			}
 			start := wsframe.PutBefore(b, used+hn+2, nh)
 			rx.mode, rx.dst = modeForward, u
+			rx.mask, rx.maskOff = nh.Mask, 0
 			if avail >= h.Length && rx.remain <= compactMax {
 				// The whole frame is here and small: slide it back
 				// over its old header when it follows a frame to the

@@ -200,21 +200,39 @@ func (e *engine) unwait(u *conn) {
 
 var zeros [64 << 10]byte
 
+// maxPad bounds the padding that completes a frame whose source went
+// away: no more than a connection may have pending anyway (the high
+// watermark). A longer rest is not padded; the connection is closed
+// without a close frame instead, which its peer sees as abnormal.
+const maxPad = highWater
+
 // queueZeros pads c's current frame with n zero bytes. It is how a frame
 // whose source went away mid-frame is completed, so the stream stays
-// valid. Returns false when n is too large to pad sensibly.
+// valid. It returns false, queueing nothing, when n is over maxPad.
 func (e *engine) queueZeros(c *conn, n int64) bool {
-	if n > 16<<20 {
+	if n > maxPad {
 		return false
 	}
 	for n > 0 {
-		k := int64(len(zeros))
-		if n < k {
-			k = n
-		}
+		k := min(n, int64(len(zeros)))
 		e.queue(c, zeros[:k])
 		n -= k
 	}
+	return true
+}
+
+// queueMaskedZeros pads a masked frame toward an upstream: zeros masked
+// with key m from mask offset off, which are the key's own bytes. Like
+// queueZeros it refuses more than maxPad.
+func (e *engine) queueMaskedZeros(c *conn, n int64, m [4]byte, off int32) bool {
+	if n > maxPad {
+		return false
+	}
+	b := e.genBuf(int(n))
+	for i := range b {
+		b[i] = m[(int(off)+i)&3]
+	}
+	e.queue(c, b)
 	return true
 }
 
@@ -246,7 +264,7 @@ func (e *engine) padUpstream(u *conn) bool {
 	ok := true
 	if rx.mode == modeForward && rx.dst == u {
 		if rx.remain > 0 {
-			ok = e.queueZeros(u, rx.remain)
+			ok = e.queueMaskedZeros(u, rx.remain, rx.mask, rx.maskOff)
 		}
 		rx.mode, rx.dst = modeDiscard, nil
 	}
