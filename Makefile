@@ -42,6 +42,7 @@ run: deps
 # mean something), and a short run of every fuzz target.
 test: test-deps lint
 	$(GO) test -race -shuffle=on -count=1 -timeout 15m ./...
+	$(GO) test -run '^TestSoak$$' -count=1 -timeout 10m ./splice -soak=30s
 	$(MAKE) fuzz-smoke
 	$(MAKE) verify-units
 
