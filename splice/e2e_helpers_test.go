@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice_test
 
 // End-to-end test harness: an in-process wsplice server, gorilla/websocket

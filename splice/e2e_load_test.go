@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice_test
 
 // The heavy tests are not parallel: Go runs them one at a time before the

@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice_test
 
 // Fault tests: peers that die in the middle of a frame (FIN or RST), that

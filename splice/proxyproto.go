@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice
 
 // The PROXY protocol (haproxy's doc/proxy-protocol.txt, versions 1 and 2):

@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice_test
 
 // Security tests: wsplice dials on behalf of clients from the internet, so

@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice_test
 
 // The soak: a mixed load for a chosen duration (make soak SOAK=5m; make

@@ -1,3 +1,5 @@
+//go:build linux
+
 package splice_test
 
 // TLS: ServeTLS (server-only and mutual TLS), wss:// upstreams, reload,

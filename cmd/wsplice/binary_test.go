@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Tests of the real wsplice binary: flags and environment (PROTOCOL.md

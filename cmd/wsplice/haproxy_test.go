@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // HAProxy in front of wsplice (README "Scaling out"): the shipped

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command wsplice is the WebSocket multiplexer: one client WebSocket
 // carries any number of upstream WebSockets, each named by a 2-byte index
 // (see README.md and PROTOCOL.md).

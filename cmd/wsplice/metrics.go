@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // metrics.go: --metrics-address, Prometheus /metrics and /healthz.

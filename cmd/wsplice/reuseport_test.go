@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The zero-downtime restart of README "Scaling out": with --reuseport a new

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // service.go: what a service manager expects of wsplice. Socket activation

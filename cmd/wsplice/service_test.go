@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Tests of wsplice as a service (service.go): sd_notify states through a

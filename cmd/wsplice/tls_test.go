@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // TLS through the real binary: bad files refuse to start and name the
