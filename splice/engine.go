@@ -390,7 +390,7 @@ func (e *engine) flushAll() {
 
 // write sends c's pend bytes and queued segments.
 func (e *engine) write(c *conn) {
-	before := c.pending()
+	wrote := false
 	for {
 		e.bufs = e.bufs[:0]
 		if c.pending() > 0 {
@@ -413,6 +413,7 @@ func (e *engine) write(c *conn) {
 			n = 0
 		}
 		full := n
+		wrote = wrote || n > 0
 		// Consume n bytes: pend first, then segments.
 		if p := c.pending(); p > 0 {
 			if n >= p {
@@ -461,7 +462,10 @@ func (e *engine) write(c *conn) {
 			c.pend, c.poff = nil, 0
 		}
 		c.stall = 0
-	case after < before || c.stall == 0:
+	case wrote || c.stall == 0:
+		// The write timeout runs from the last progress: a peer that
+		// reads, however slowly, is not cut off (flow control bounds
+		// what it can hold up).
 		c.stall = e.ns
 	}
 	e.watermark(c)
