@@ -40,7 +40,6 @@ func TestParseModes(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
-		{"--tls"},
 		{"--no-ours", "--no-direct"},
 		{"--no-ours", "--server", "ws://192.0.2.1:3000/"},
 		{"--no-ours", "--clients", "0"},
@@ -52,11 +51,6 @@ func TestUsageErrors(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code != 2 {
 			t.Errorf("%q: exit %d, want 2; stderr: %s", args, code, errOut.String())
 		}
-	}
-	var out, errOut bytes.Buffer
-	run(context.Background(), []string{"--tls"}, &out, &errOut)
-	if !strings.Contains(errOut.String(), "not supported yet") {
-		t.Errorf("--tls: stderr %q", errOut.String())
 	}
 }
 
