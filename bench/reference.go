@@ -73,3 +73,32 @@ func reference(impl string, clients, payload int) (Reference, bool) {
 	}
 	return Reference{}, false
 }
+
+// OldREADME is the table the old implementation's README published
+// (mixer/wsplice, "measurements were taken on an B8 Azure VM using the
+// binary in ./cmd/bench"): throughput in its "mbps" (bytes x 8 / 2^20 per
+// second) and a latency that timed a write call only. Another machine
+// and another method: printed beside the cells, never divided by.
+type OldREADMECell struct {
+	Clients   int     `json:"clients"`
+	Payload   int     `json:"payload"`
+	Mbps      float64 `json:"mbps"`
+	LatencyUS float64 `json:"latency_us"`
+}
+
+// OldREADME holds every cell of that table.
+var OldREADME = []OldREADMECell{
+	{32, 32, 231, 11.2}, {32, 128, 235, 9.2}, {32, 1024, 2940, 10.7}, {32, 4098, 11200, 14.8},
+	{128, 32, 327, 9.3}, {128, 128, 333, 10.4}, {128, 1024, 2520, 11.4}, {128, 4098, 14600, 11.3},
+	{512, 32, 46.3, 7.3}, {512, 128, 533, 7.9}, {512, 1024, 3570, 10.3}, {512, 4098, 11200, 14.2},
+}
+
+// oldREADME returns the old README's cell, if it has one.
+func oldREADME(clients, payload int) (OldREADMECell, bool) {
+	for _, c := range OldREADME {
+		if c.Clients == clients && c.Payload == payload {
+			return c, true
+		}
+	}
+	return OldREADMECell{}, false
+}

@@ -265,6 +265,29 @@ func (g *grid) throughput(p *printer, r *Results) {
 		p.f(" %s |\n", orDash(strings.Join(refs, "; ")))
 	}
 
+	p.f("\nThe old README's published table, same unit and grid, for comparison with the table above: " +
+		"measured on a B8 Azure VM with its own cmd/bench (another machine and method; its benchmark read nothing back).\n\n")
+	p.f("| payload |")
+	for _, c := range g.clients {
+		p.f(" %d clients (old README) |", c)
+	}
+	p.f("\n|--:|")
+	for range g.clients {
+		p.f("--:|")
+	}
+	p.f("\n")
+	for _, pl := range g.payloads {
+		p.f("| %s |", sizeName(pl))
+		for _, c := range g.clients {
+			if o, ok := oldREADME(c, pl); ok {
+				p.f(" %s mbps |", num(o.Mbps))
+			} else {
+				p.f(" – |")
+			}
+		}
+		p.f("\n")
+	}
+
 	p.f("\nMessages per second delivered to the upstreams. Cell: %s.\n\n", g.legend())
 	g.header(p, "reference, 32 clients (other machine/method)")
 	for _, pl := range g.payloads {
@@ -326,16 +349,20 @@ func (g *grid) latency(p *printer, r *Results) {
 	p.f("|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, pl := range g.payloads {
 		for _, c := range g.clients {
-			p.f("| %s | %d | %s | %s | %s | %s | %s | write call only, not comparable |\n", sizeName(pl), c,
+			old := "–"
+			if o, ok := oldREADME(c, pl); ok {
+				old = fmt.Sprintf("%.1f µs (a write call, not comparable)", o.LatencyUS)
+			}
+			p.f("| %s | %d | %s | %s | %s | %s | %s | %s |\n", sizeName(pl), c,
 				g.cell(lat(c, pl, func(x *LatencyResult) float64 { return x.RoundTripsPerSec }), si),
 				g.cell(lat(c, pl, func(x *LatencyResult) float64 { return x.P50Micros }), micros),
 				g.cell(lat(c, pl, func(x *LatencyResult) float64 { return x.P99Micros }), micros),
 				g.cell(lat(c, pl, func(x *LatencyResult) float64 { return x.P999Micros }), micros),
-				g.cell(lat(c, pl, func(x *LatencyResult) float64 { return x.OneWayP50Micros }), micros))
+				g.cell(lat(c, pl, func(x *LatencyResult) float64 { return x.OneWayP50Micros }), micros), old)
 		}
 	}
 	p.f("\nReference (other machine/method): the old implementation made %s round trips/s with one message in flight per each of %d clients, %.2fx the direct path. "+
-		"The old README's latency column timed only a write call (its benchmark read nothing back): it is not a round trip and is not reproduced.\n\n",
+		"The old README's latency column (shown in the last column) timed only a write call (its benchmark read nothing back): it is not a round trip.\n\n",
 		si(r.ReferenceRoundTrips.RoundTripsPerSec), r.ReferenceRoundTrips.Clients, r.ReferenceRoundTrips.RatioToDirect)
 }
 
