@@ -48,6 +48,9 @@ type engine struct {
 	gens  []uint32
 	free  []uint32
 	live  int // open connections
+	// clients counts client connections on this loop; other loops read
+	// it to pick where a new connection goes.
+	clients atomic.Int64
 
 	in     []byte // input arena; inPos is its first free byte
 	inPos  int
@@ -125,6 +128,9 @@ func (e *engine) add(fd int, kind uint8, sess *session) (*conn, error) {
 		return nil, err
 	}
 	e.live++
+	if kind == kindClient {
+		e.clients.Add(1)
+	}
 	return c, nil
 }
 
@@ -140,6 +146,9 @@ func (e *engine) closeFD(c *conn) {
 	e.conns[c.slot] = nil
 	e.free = append(e.free, c.slot)
 	e.live--
+	if c.kind == kindClient {
+		e.clients.Add(-1)
+	}
 	if c.hasSrc {
 		delete(e.srcAddr, c)
 	}

@@ -43,7 +43,6 @@ type Server struct {
 	sessions  atomic.Int64
 	ipMu      sync.Mutex         // guards perIP
 	perIP     map[netip.Addr]int // sessions per client address
-	nextLoop  atomic.Uint32      // round robin for adopt
 	dialing   atomic.Int64       // dials in flight
 	started   time.Time
 	nextSrc   atomic.Uint32 // round robin over Config.SourceAddrs
@@ -218,6 +217,15 @@ func (e *engine) acceptFrom(i int) {
 			return
 		}
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		// EPOLLEXCLUSIVE tends to wake the same idle loop: hand the
+		// connection to the least loaded loop, so sessions (and their
+		// upstreams, which follow them) spread evenly.
+		if t := e.srv.leastLoaded(e); t != e {
+			if !t.loop.Submit(func() { t.accept(fd) }) {
+				unix.Close(fd)
+			}
+			continue
+		}
 		e.accept(fd)
 	}
 }
@@ -407,7 +415,7 @@ func (s *Server) logSessionEnd(ss *session) {
 // accepted (TLS termination, for one) enter the reactor. The fd is the
 // server's from then on; it returns false (fd closed) after shutdown.
 func (s *Server) adopt(fd int, peer netip.AddrPort) bool {
-	e := s.engs[int(s.nextLoop.Add(1))%len(s.engs)]
+	e := s.leastLoaded(nil)
 	if !e.loop.Submit(func() {
 		if c := e.accept(fd); c != nil && peer.IsValid() {
 			e.setSource(c, peer)
@@ -462,4 +470,20 @@ func (s *Server) release(ip netip.Addr) {
 		}
 		s.ipMu.Unlock()
 	}
+}
+
+// leastLoaded returns the loop with the fewest client connections,
+// preferring from (the loop that accepted) on a tie.
+func (s *Server) leastLoaded(from *engine) *engine {
+	best := from
+	var bestLoad int64 = -1
+	if from != nil {
+		bestLoad = from.clients.Load()
+	}
+	for _, e := range s.engs {
+		if l := e.clients.Load(); bestLoad < 0 || l < bestLoad {
+			best, bestLoad = e, l
+		}
+	}
+	return best
 }
