@@ -107,7 +107,7 @@ func (o *options) optionFlags() []flagDef {
 		{"max-sessions-per-ip", "n", "concurrent sessions per client address (0: no limit)", (*intValue)(&o.MaxSessionsPerIP)},
 		{"ping-interval", "duration", "keepalive pings to clients and upstreams (0: off)", (*durationValue)(&o.PingInterval)},
 		{"idle-timeout", "duration", "a peer silent this long, no pong either, is dropped (0: off)", (*durationValue)(&o.IdleTimeout)},
-		{"allowed-origins", "origins", "Origin values allowed for browser clients; repeatable, commas or spaces between values (empty: any)", &listValue{p: &o.AllowedOrigins, split: true}},
+		{"allowed-origins", "origins", "Origin values allowed for browser clients (https://app.example.com, https://*.example.com; none: also clients that send no Origin); others get 403; repeatable, commas or spaces between values (empty: any)", &listValue{p: &o.AllowedOrigins, split: true}},
 		{"metrics-address", "host:port", "serve /metrics and /healthz there", (*stringValue)(&o.MetricsAddress)},
 		{"shutdown-timeout", "duration", "drain time on SIGTERM", (*durationValue)(&o.ShutdownTimeout)},
 		{"log-format", "format", "text or json", (*stringValue)(&o.LogFormat)},
