@@ -319,6 +319,13 @@ func (e *engine) ctrlTooLong(c *conn) {
 func (e *engine) clientFrameEnd(c *conn) {
 	rx := &c.rx
 	mode := rx.mode
+	if mode == modeForward && len(e.pongDue) > 0 {
+		if p, ok := e.pongDue[rx.dst]; ok {
+			delete(e.pongDue, rx.dst)
+			h := ws.Header{Fin: true, OpCode: ws.OpPong, Masked: true, Mask: e.mask()}
+			e.queue(rx.dst, e.frame(h, false, p))
+		}
+	}
 	rx.mode, rx.dst = modeDiscard, nil
 	if !rx.fin {
 		return

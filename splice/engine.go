@@ -69,6 +69,7 @@ type engine struct {
 
 	flushing bool                     // inside flushAll: genBuf must not flush
 	srcAddr  map[*conn]netip.AddrPort // client addresses of handshaking conns (setSource)
+	pongDue  map[*conn][]byte         // upstream pings to answer when the client's frame to it ends
 	lfds     []int                    // listening descriptors watched (-1: not now)
 	lpaused  []pausedListener         // listeners unwatched after accept errors
 	// Counters: cnt is the loop's own, pub what Stats reads.
@@ -151,6 +152,9 @@ func (e *engine) closeFD(c *conn) {
 	}
 	if c.hasSrc {
 		delete(e.srcAddr, c)
+	}
+	if len(e.pongDue) > 0 {
+		delete(e.pongDue, c)
 	}
 	if c.carry != nil {
 		e.pool.Put(c.carry)

@@ -173,9 +173,13 @@ func (e *engine) upstreamControl(u *conn, op ws.OpCode, p []byte) {
 	case ws.OpPing:
 		cl := u.sess.client
 		if cl.rx.mode == modeForward && cl.rx.dst == u {
-			// The client is inside a frame to u: a pong cannot go
-			// now. RFC 6455 section 5.5.3 lets us answer only the
-			// latest ping; the upstream's next ping gets one.
+			// The client is inside a frame to u: the pong goes when
+			// that frame ends. RFC 6455 section 5.5.3 lets us answer
+			// only the latest ping, so one is kept per upstream.
+			if e.pongDue == nil {
+				e.pongDue = make(map[*conn][]byte)
+			}
+			e.pongDue[u] = append([]byte(nil), p...)
 			return
 		}
 		h := ws.Header{Fin: true, OpCode: ws.OpPong, Masked: true, Mask: e.mask()}
