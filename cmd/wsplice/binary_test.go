@@ -175,21 +175,7 @@ func binStartErr(t *testing.T, env []string, args ...string) (*binProc, error) {
 		p.waitErr = cmd.Wait()
 		close(p.exited)
 	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-			return
-		default:
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(binWait):
-			cmd.Process.Kill()
-			<-p.exited
-			t.Errorf("wsplice ignored SIGTERM for %v", binWait)
-		}
-	})
+	p.stopAtCleanup(t)
 	select {
 	case p.addr = <-addrc:
 		return p, nil
@@ -721,4 +707,24 @@ func binCerts(t *testing.T) (certFile, keyFile, caFile string, client tls.Certif
 	cliDER, cliKey := issue(3, x509.ExtKeyUsageClientAuth)
 	client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
 	return certFile, keyFile, caFile, client
+}
+
+// stopAtCleanup makes a cleanup stop the process with SIGTERM, and kill
+// it (failing the test) if it is still running binWait later.
+func (p *binProc) stopAtCleanup(t *testing.T) {
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+			return
+		default:
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(binWait):
+			p.cmd.Process.Kill()
+			<-p.exited
+			t.Errorf("%s ignored SIGTERM for %v", p.cmd.Path, binWait)
+		}
+	})
 }

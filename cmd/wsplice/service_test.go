@@ -52,21 +52,7 @@ func procRun(t *testing.T, cmd *exec.Cmd) *binProc {
 		p.waitErr = cmd.Wait()
 		close(p.exited)
 	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-			return
-		default:
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(binWait):
-			cmd.Process.Kill()
-			<-p.exited
-			t.Errorf("%s ignored SIGTERM for %v", cmd.Path, binWait)
-		}
-	})
+	p.stopAtCleanup(t)
 	return p
 }
 
