@@ -53,6 +53,10 @@ type Config struct {
 	// Origins, when not empty, restricts the browser origins that may
 	// open a session (HTTP 403 before the upgrade otherwise).
 	Origins *OriginPolicy
+	// NoSplice turns off splice(2) for the rest of large client frames
+	// (16 KiB and more), which otherwise move to their upstream kernel to
+	// kernel instead of through a read and a write (for benchmarks).
+	NoSplice bool
 	// Hooks receive instrumentation events (metrics); nil fields are
 	// skipped.
 	Hooks Hooks

@@ -77,6 +77,8 @@ type engine struct {
 	pubSeen [numCounters]uint64
 	pub     [numCounters]atomic.Uint64
 
+	pipe pipe // for splice(2), made on first use (splice_linux.go)
+
 	lastKeepalive time.Time       // last keepalive sweep
 	stopping      bool            // Shutdown in progress
 	drained       chan<- struct{} // signalled once live reaches 0 while stopping
@@ -270,6 +272,9 @@ func (e *engine) serve(c *conn) {
 		return // resumed by whoever paused it
 	}
 	if !c.readable && len(c.carry) == 0 {
+		return
+	}
+	if c.kind == kindClient && c.st == stOpen && !e.srv.cfg.NoSplice && e.spliceForward(c) {
 		return
 	}
 	if len(e.in)-e.inPos < readSize+len(c.carry) {

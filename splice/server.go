@@ -114,6 +114,7 @@ func New(cfg Config) (*Server, error) {
 			l.Run(e)
 			e.unlisten()
 			e.closeAll()
+			e.closePipe()
 		}()
 	}
 	return s, nil

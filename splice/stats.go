@@ -19,6 +19,7 @@ const (
 	cntSessionsClosed
 	cntUpstreamsOpened
 	cntUpstreamsClosed
+	cntSpliced   // payload bytes client -> upstream moved with splice(2)
 	cntCloseBase // closeSlots counters of close codes follow
 )
 
@@ -67,6 +68,7 @@ type Stats struct {
 	FramesIn, FramesOut uint64 // data frames client->upstream, upstream->client
 	BytesIn, BytesOut   uint64 // payload bytes, same directions
 	BackpressurePauses  uint64 // times a connection went over the high watermark
+	SplicedBytes        uint64 // of BytesIn, moved kernel to kernel with splice(2)
 	Closes              map[string]uint64
 	DialsInFlight       int64
 	Loops               int
@@ -105,6 +107,7 @@ func (s *Server) Stats() Stats {
 		BytesIn:            sum[cntBytesIn],
 		BytesOut:           sum[cntBytesOut],
 		BackpressurePauses: sum[cntPauses],
+		SplicedBytes:       sum[cntSpliced],
 		Closes:             map[string]uint64{},
 		DialsInFlight:      s.dialing.Load(),
 		Loops:              len(s.engs),
