@@ -298,7 +298,9 @@ func (e *engine) serve(c *conn) {
 		}
 		r, err := unix.Read(c.fd, buf[n:n+want])
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
+		case err == unix.EINTR:
+			// Still readable: no new edge would announce it.
+		case err == unix.EAGAIN:
 			c.readable = false
 		case err != nil:
 			c.eof = true

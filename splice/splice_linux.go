@@ -38,7 +38,10 @@ func (e *engine) spliceForward(c *conn) (handled bool) {
 	want := int(min(rx.remain, spliceChunk))
 	n, err := unix.Splice(c.fd, nil, e.pipe.w, nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
+	case err == unix.EINTR:
+		e.markReady(c) // try again next turn: no new edge would come
+		return true
+	case err == unix.EAGAIN:
 		c.readable = false
 		return true
 	case err != nil:
