@@ -176,6 +176,8 @@ var (
 		"Data payload bytes forwarded, by direction.", []string{"direction"}, nil)
 	descPauses = prometheus.NewDesc("wsplice_backpressure_pauses_total",
 		"Times a connection's output queue went over its high watermark, pausing the side that feeds it.", nil, nil)
+	descSpliced = prometheus.NewDesc("wsplice_spliced_bytes_total",
+		"Of the client-to-upstream payload bytes, those moved kernel to kernel with splice(2) (the rest of large frames).", nil, nil)
 	descCloses = prometheus.NewDesc("wsplice_closes_total",
 		"Close codes seen or sent for sessions and upstreams: 1000 to 1015 each, 3xxx, 4xxx, other.", []string{"code"}, nil)
 	descDialsInFlight = prometheus.NewDesc("wsplice_dials_in_flight",
@@ -190,7 +192,7 @@ const (
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descSessionsOpened, descUpstreams, descUpstreamsOpened,
-		descFrames, descBytes, descPauses, descCloses, descDialsInFlight} {
+		descFrames, descBytes, descPauses, descSpliced, descCloses, descDialsInFlight} {
 		ch <- d
 	}
 }
@@ -212,6 +214,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descBytes, st.BytesIn, dirClientToUpstream)
 	counter(descBytes, st.BytesOut, dirUpstreamToClient)
 	counter(descPauses, st.BackpressurePauses)
+	counter(descSpliced, st.SplicedBytes)
 	for code, n := range st.Closes {
 		counter(descCloses, n, code)
 	}
