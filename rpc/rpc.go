@@ -42,7 +42,7 @@ func (e *Error) Error() string {
 	return s
 }
 
-// Errorf-style constructors keep call sites short.
+// newError keeps call sites short.
 func newError(code int, path, msg string) *Error {
 	return &Error{Code: code, Message: msg, Path: path}
 }

@@ -336,10 +336,9 @@ func (e *engine) closing(c *conn) {
 	c.rx.mode, c.rx.dst = modeDiscard, nil // what is left of a frame is skipped
 	c.deadline = e.ns + int64(closeTimeout)
 	e.watermark(c)
+	// Dirty even with nothing queued: the flush's write() shuts the
+	// write side once the output is empty.
 	e.markDirty(c)
-	if c.dirty && c.head < 0 && c.pending() == 0 {
-		// Nothing to flush: write() will shut the write side.
-	}
 }
 
 // shutWrite half-closes c after its last byte went out; the peer's FIN
