@@ -180,6 +180,14 @@ func testLogger() *slog.Logger {
 // cleanup, which also checks that Serve returned.
 func startServer(t testing.TB, cfg splice.Config) *testServer {
 	t.Helper()
+	return startServing(t, cfg, "ws", (*splice.Server).Serve)
+}
+
+// startServing is startServer with the serving method and URL scheme
+// given (ServeTLS and wss for the TLS tests). The cleanup checks that
+// serve returned ErrServerClosed.
+func startServing(t testing.TB, cfg splice.Config, scheme string, serve func(*splice.Server, net.Listener) error) *testServer {
+	t.Helper()
 	if cfg.Policy == nil {
 		cfg.Policy = mustPolicy(t, nil, true)
 	}
@@ -191,8 +199,8 @@ func startServer(t testing.TB, cfg splice.Config) *testServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	noErr(t, err, "listen")
 	ts := &testServer{srv: srv, addr: ln.Addr().String(), serve: make(chan error, 1)}
-	ts.url = "ws://" + ts.addr + "/"
-	go func() { ts.serve <- srv.Serve(ln) }()
+	ts.url = scheme + "://" + ts.addr + "/"
+	go func() { ts.serve <- serve(srv, ln) }()
 	t.Cleanup(func() {
 		start := time.Now()
 		srv.Close()
@@ -201,9 +209,12 @@ func startServer(t testing.TB, cfg splice.Config) *testServer {
 		}
 		ln.Close()
 		select {
-		case <-ts.serve:
+		case err := <-ts.serve:
+			if !errors.Is(err, splice.ErrServerClosed) {
+				t.Errorf("serving returned %v, want ErrServerClosed", err)
+			}
 		case <-time.After(waitTimeout):
-			t.Errorf("Serve did not return %v after Close", waitTimeout)
+			t.Errorf("serving did not return %v after Close", waitTimeout)
 		}
 	})
 	return ts

@@ -171,32 +171,7 @@ func (l *logBuf) waitLog(t testing.TB, parts ...string) string {
 // ServeTLS returned ErrServerClosed.
 func startTLSServer(t testing.TB, cfg splice.Config, tcfg *tls.Config) *testServer {
 	t.Helper()
-	if cfg.Policy == nil {
-		cfg.Policy = mustPolicy(t, nil, true)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger()
-	}
-	srv, err := splice.New(cfg)
-	noErr(t, err, "splice.New")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	noErr(t, err, "listen")
-	ts := &testServer{srv: srv, addr: ln.Addr().String(), serve: make(chan error, 1)}
-	ts.url = "wss://" + ts.addr + "/"
-	go func() { ts.serve <- srv.ServeTLS(ln, tcfg) }()
-	t.Cleanup(func() {
-		srv.Close()
-		ln.Close()
-		select {
-		case err := <-ts.serve:
-			if !errors.Is(err, splice.ErrServerClosed) {
-				t.Errorf("ServeTLS returned %v, want ErrServerClosed", err)
-			}
-		case <-time.After(waitTimeout):
-			t.Errorf("ServeTLS did not return %v after Close", waitTimeout)
-		}
-	})
-	return ts
+	return startServing(t, cfg, "wss", func(srv *splice.Server, ln net.Listener) error { return srv.ServeTLS(ln, tcfg) })
 }
 
 // tlsDialer is a client that trusts roots and presents cert, if given,
