@@ -175,7 +175,7 @@ func (l *Loop) Run(h Handler) error {
 				timeout = 0
 			}
 		}
-		n, err := unix.EpollWait(l.epfd, l.events[:], timeout)
+		n, err := l.wait(timeout)
 		if err != nil && err != unix.EINTR {
 			return os.NewSyscallError("epoll_wait", err)
 		}
@@ -202,6 +202,20 @@ func (l *Loop) Run(h Handler) error {
 	return ErrClosed
 }
 
+// wait is epoll_wait(2). A wait with timeout 0 cannot block, and goes as
+// a raw system call (see Read); any other may sleep, and goes through the
+// runtime so the loop's P serves other goroutines meanwhile.
+func (l *Loop) wait(timeout int) (int, error) {
+	if timeout != 0 {
+		return unix.EpollWait(l.epfd, l.events[:], timeout)
+	}
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
 func (l *Loop) close() {
 	for {
 		l.mu.Lock()
@@ -217,10 +231,30 @@ func (l *Loop) close() {
 	unix.Close(l.epfd)
 }
 
+// Read reads from the non-blocking fd into b with one read(2), as a raw
+// system call (see Writev).
+func Read(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
 // Writev writes bufs to fd with one writev(2), retrying on EINTR. It
 // returns the bytes written; EAGAIN comes back as an error for the caller
 // to park on Out. iov is the caller's scratch space, reused across calls so
 // the call allocates nothing; at most len(iov) buffers are written.
+//
+// fd must be non-blocking: the call is a raw system call, which the
+// runtime does not track. A tracked call that runs longer than sysmon's
+// 20 µs tick (a large writev on loopback does the receiver's TCP work too)
+// has its P handed to another thread, and keeps sysmon polling at that
+// tick; on a busy loop that cost some 5% of the server's CPU and a thread
+// switch per hand-off. A raw call that cannot block loses nothing by it.
 func Writev(fd int, bufs [][]byte, iov []unix.Iovec) (int, error) {
 	n := 0
 	for _, b := range bufs {
@@ -238,7 +272,7 @@ func Writev(fd int, bufs [][]byte, iov []unix.Iovec) (int, error) {
 		return 0, nil
 	}
 	for {
-		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		r, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
 		if e == unix.EINTR {
 			continue
 		}

@@ -296,7 +296,7 @@ func (e *engine) serve(c *conn) {
 		if want > len(buf)-n {
 			want = len(buf) - n
 		}
-		r, err := unix.Read(c.fd, buf[n:n+want])
+		r, err := poller.Read(c.fd, buf[n:n+want])
 		switch {
 		case err == unix.EINTR:
 			// Still readable: no new edge would announce it.
