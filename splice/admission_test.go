@@ -98,3 +98,45 @@ func TestDialsInFlightPerSession(t *testing.T) {
 	other := dialSession(t, ts.url)
 	other.connect(up.url)
 }
+
+// TestConnectionsSpreadOverLoops: a burst of connections ends up spread
+// evenly over the loops, although every loop accepts and a loop's count
+// only grows once the connection reaches it.
+func TestConnectionsSpreadOverLoops(t *testing.T) {
+	t.Parallel()
+	const loops, n = 4, 64
+	ts := startServer(t, splice.Config{Loops: loops})
+	conns := make(chan net.Conn, n)
+	for range n {
+		go func() {
+			c, err := net.DialTimeout("tcp", ts.addr, waitTimeout)
+			if err != nil {
+				t.Error(err)
+			}
+			conns <- c
+		}()
+	}
+	for range n {
+		if c := <-conns; c != nil {
+			defer c.Close()
+		}
+	}
+	var per []int64
+	if !settle(waitTimeout, func() bool {
+		per = ts.srv.Stats().LoopClients
+		var sum int64
+		for _, v := range per {
+			sum += v
+		}
+		return sum == n
+	}) {
+		t.Fatalf("client connections per loop %v, want %d in all", per, n)
+	}
+	lo, hi := per[0], per[0]
+	for _, v := range per {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	if hi-lo > 2 {
+		t.Errorf("client connections per loop %v: want them within 2 of each other", per)
+	}
+}

@@ -48,9 +48,11 @@ type engine struct {
 	gens  []uint32
 	free  []uint32
 	live  int // open connections
-	// clients counts client connections on this loop; other loops read
-	// it to pick where a new connection goes.
-	clients atomic.Int64
+	// clients counts client connections on this loop, incoming those
+	// handed to it and not yet added; other loops read both to pick
+	// where a new connection goes.
+	clients  atomic.Int64
+	incoming atomic.Int64
 
 	in     []byte // input arena; inPos is its first free byte
 	inPos  int

@@ -222,7 +222,7 @@ func (e *engine) acceptFrom(i int) {
 		// connection to the least loaded loop, so sessions (and their
 		// upstreams, which follow them) spread evenly.
 		if t := e.srv.leastLoaded(e); t != e {
-			if !t.loop.Submit(func() { t.accept(fd) }) {
+			if !t.handOff(func() { t.accept(fd) }) {
 				unix.Close(fd)
 			}
 			continue
@@ -417,7 +417,7 @@ func (s *Server) logSessionEnd(ss *session) {
 // server's from then on; it returns false (fd closed) after shutdown.
 func (s *Server) adopt(fd int, peer netip.AddrPort) bool {
 	e := s.leastLoaded(nil)
-	if !e.loop.Submit(func() {
+	if !e.handOff(func() {
 		if c := e.accept(fd); c != nil && peer.IsValid() {
 			e.setSource(c, peer)
 		}
@@ -473,18 +473,39 @@ func (s *Server) release(ip netip.Addr) {
 	}
 }
 
-// leastLoaded returns the loop with the fewest client connections,
-// preferring from (the loop that accepted) on a tie.
+// leastLoaded returns the loop with the fewest client connections, those
+// on their way to it included, preferring from (the loop that accepted)
+// on a tie.
 func (s *Server) leastLoaded(from *engine) *engine {
 	best := from
 	var bestLoad int64 = -1
 	if from != nil {
-		bestLoad = from.clients.Load()
+		bestLoad = from.load()
 	}
 	for _, e := range s.engs {
-		if l := e.clients.Load(); bestLoad < 0 || l < bestLoad {
+		if l := e.load(); bestLoad < 0 || l < bestLoad {
 			best, bestLoad = e, l
 		}
 	}
 	return best
+}
+
+// load is what leastLoaded compares: client connections on e, and those
+// handed to it that it has not added yet. Without the second, a burst
+// accepted by one loop all goes to the loop whose count has not caught up.
+func (e *engine) load() int64 { return e.clients.Load() + e.incoming.Load() }
+
+// handOff runs accept, which adds a client connection, on e's loop, and
+// counts the connection against e until it runs. It reports false when e
+// is closed (accept does not run).
+func (e *engine) handOff(accept func()) bool {
+	e.incoming.Add(1)
+	if !e.loop.Submit(func() {
+		accept()
+		e.incoming.Add(-1) // after: counted all along
+	}) {
+		e.incoming.Add(-1)
+		return false
+	}
+	return true
 }

@@ -72,7 +72,10 @@ type Stats struct {
 	Closes              map[string]uint64
 	DialsInFlight       int64
 	Loops               int
-	Uptime              time.Duration
+	// LoopClients is the client connections on each loop (handshaking
+	// ones included): how evenly new connections were spread.
+	LoopClients []int64
+	Uptime      time.Duration
 }
 
 // closeLabel names a close slot: the code, or its range.
@@ -112,6 +115,10 @@ func (s *Server) Stats() Stats {
 		DialsInFlight:      s.dialing.Load(),
 		Loops:              len(s.engs),
 		Uptime:             time.Since(s.started),
+		LoopClients:        make([]int64, len(s.engs)),
+	}
+	for i, e := range s.engs {
+		st.LoopClients[i] = e.clients.Load()
 	}
 	for i := range closeSlots {
 		if v := sum[cntCloseBase+i]; v > 0 {
