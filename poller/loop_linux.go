@@ -244,6 +244,17 @@ func Read(fd int, b []byte) (int, error) {
 	return int(r), nil
 }
 
+// Splice moves up to n bytes from in to out with splice(2)
+// (SPLICE_F_MOVE|SPLICE_F_NONBLOCK), as a raw system call (see Writev):
+// one side must be a pipe, the other non-blocking.
+func Splice(in, out, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
 // Writev writes bufs to fd with one writev(2), retrying on EINTR. It
 // returns the bytes written; EAGAIN comes back as an error for the caller
 // to park on Out. iov is the caller's scratch space, reused across calls so

@@ -4,6 +4,8 @@ package splice
 
 import (
 	"golang.org/x/sys/unix"
+
+	"github.com/wsplice/wsplice/poller"
 )
 
 // spliceMin is the smallest rest of a client frame moved with splice(2)
@@ -36,7 +38,8 @@ func (e *engine) spliceForward(c *conn) (handled bool) {
 		return false
 	}
 	want := int(min(rx.remain, spliceChunk))
-	n, err := unix.Splice(c.fd, nil, e.pipe.w, nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	m, err := poller.Splice(c.fd, e.pipe.w, want)
+	n := int64(m)
 	switch {
 	case err == unix.EINTR:
 		e.markReady(c) // try again next turn: no new edge would come
@@ -53,16 +56,18 @@ func (e *engine) spliceForward(c *conn) (handled bool) {
 		e.peerGone(c)
 		return true
 	}
-	if int(n) < want && !c.rdhup {
-		c.readable = false
-	}
+	// A short count does not prove the socket drained: a pipe holds a
+	// bounded number of buffers (64 here, a page at most each), and
+	// the socket's data can fill them before want bytes; no new edge
+	// would then announce what is left. Only EAGAIN says the socket
+	// is empty.
 	c.lastIn = e.ns
 	// Out to the upstream; what the socket does not take now is read
 	// back from the pipe into the upstream's pending bytes, so the pipe
 	// is empty again.
 	left := int(n)
 	for left > 0 {
-		m, err := unix.Splice(e.pipe.r, nil, u.fd, nil, left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		m, err := poller.Splice(e.pipe.r, u.fd, left)
 		if err == unix.EINTR {
 			continue
 		}
@@ -96,7 +101,7 @@ func (e *engine) drainPipe(u *conn, n int) {
 	}
 	u.pend = e.pool.Grow(u.pend, n)
 	for n > 0 {
-		m, err := unix.Read(e.pipe.r, u.pend[len(u.pend):len(u.pend)+n])
+		m, err := poller.Read(e.pipe.r, u.pend[len(u.pend):len(u.pend)+n])
 		if err == unix.EINTR {
 			continue
 		}
