@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -182,6 +183,8 @@ var (
 		"Close codes seen or sent for sessions and upstreams: 1000 to 1015 each, 3xxx, 4xxx, other.", []string{"code"}, nil)
 	descDialsInFlight = prometheus.NewDesc("wsplice_dials_in_flight",
 		"Upstream dials in progress.", nil, nil)
+	descLoopClients = prometheus.NewDesc("wsplice_loop_clients",
+		"Client connections on each event loop: how evenly they are spread.", []string{"loop"}, nil)
 )
 
 // Directions of wsplice_frames_total and wsplice_bytes_total.
@@ -192,7 +195,7 @@ const (
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descSessionsOpened, descUpstreams, descUpstreamsOpened,
-		descFrames, descBytes, descPauses, descSpliced, descCloses, descDialsInFlight} {
+		descFrames, descBytes, descPauses, descSpliced, descCloses, descDialsInFlight, descLoopClients} {
 		ch <- d
 	}
 }
@@ -219,4 +222,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCloses, n, code)
 	}
 	gauge(descDialsInFlight, float64(st.DialsInFlight))
+	for i, n := range st.LoopClients {
+		gauge(descLoopClients, float64(n), strconv.Itoa(i))
+	}
 }

@@ -56,7 +56,8 @@ func TestMetricsCollector(t *testing.T) {
 			Sessions: 3, Upstreams: 7, SessionsOpened: 10, UpstreamsOpened: 20,
 			FramesIn: 100, FramesOut: 200, BytesIn: 1000, BytesOut: 2000,
 			BackpressurePauses: 4, DialsInFlight: 2,
-			Closes: map[string]uint64{"1000": 5, "1001": 6, "4xxx": 1},
+			Closes:      map[string]uint64{"1000": 5, "1001": 6, "4xxx": 1},
+			LoopClients: []int64{4, 5},
 		}
 	}})
 	h := m.hooks()
@@ -83,6 +84,8 @@ func TestMetricsCollector(t *testing.T) {
 		`wsplice_bytes_total{direction="upstream_to_client"}`:         2000,
 		`wsplice_backpressure_pauses_total`:                           4,
 		`wsplice_dials_in_flight`:                                     2,
+		`wsplice_loop_clients{loop="0"}`:                              4,
+		`wsplice_loop_clients{loop="1"}`:                              5,
 		`wsplice_closes_total{code="1000"}`:                           5,
 		`wsplice_closes_total{code="1001"}`:                           6,
 		`wsplice_closes_total{code="4xxx"}`:                           1,
