@@ -629,7 +629,8 @@ func heapAfterGC() uint64 {
 // freed and the session works. Not parallel: it measures the heap.
 func TestStalledUpstream(t *testing.T) {
 	const wt = time.Second
-	ts := startServer(t, splice.Config{WriteTimeout: wt})
+	// One loop: the other session shares it with the stalled one.
+	ts := startServer(t, splice.Config{WriteTimeout: wt, Loops: 1})
 	stalled := startUpstream(t, func(uc *upConn) { <-uc.stop })
 	pusher := startUpstream(t, nil)
 	s := dialSession(t, ts.url)
@@ -709,7 +710,8 @@ func TestStalledUpstream(t *testing.T) {
 // heap.
 func TestStalledClient(t *testing.T) {
 	const wt = time.Second
-	ts := startServer(t, splice.Config{WriteTimeout: wt})
+	// One loop: the other session shares it with the stalled one.
+	ts := startServer(t, splice.Config{WriteTimeout: wt, Loops: 1})
 	var flooded atomic.Int64
 	flooder := startUpstream(t, func(uc *upConn) {
 		go func() { // answers pings and sees the close; the data goes nowhere
