@@ -23,13 +23,15 @@ deps:
 
 # test-deps installs what the tests need beyond Go modules: Node's ws
 # library for the interop test (node and npm come with the machine),
-# HAProxy for the scale-out test (cmd/wsplice/haproxy_test.go), and systemd
+# HAProxy for the scale-out test (cmd/wsplice/haproxy_test.go), systemd
 # for systemd-socket-activate and systemd-analyze (cmd/wsplice/service_test.go,
-# verify-units).
+# verify-units), and Chromium with chromedriver for the browser test
+# (cmd/wsplice/browser_test.go).
 test-deps: deps
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 	@command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy; }
 	@command -v systemd-socket-activate >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; }
+	@command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 
 build: deps
