@@ -27,6 +27,7 @@ deps:
 # for systemd-socket-activate and systemd-analyze (cmd/wsplice/service_test.go,
 # verify-units), and Chromium with chromedriver for the browser test
 # (cmd/wsplice/browser_test.go).
+test-deps: export DEBIAN_FRONTEND = noninteractive
 test-deps: deps
 	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 	@command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy; }
