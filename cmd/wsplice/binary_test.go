@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -330,32 +331,81 @@ func (c *binClient) closeCode() int {
 	}
 }
 
-// binUpstream is an echo upstream; closes receives the close code wsplice
-// sent on each connection (-1: none).
-func binUpstream(t *testing.T) (url string, closes chan int) {
+// serveUpstream starts a WebSocket upstream on a free loopback port and
+// returns its URL: ws://127.0.0.1:port/, or wss:// if cert is not nil (the
+// server then presents cert and offers only http/1.1 by ALPN, as
+// httptest.Server.StartTLS does). Any Origin is accepted. handle runs on the
+// HTTP handler's goroutine for each upgraded connection, with the request it
+// came with, and owns c until it returns; serveUpstream then closes c.
+// A cleanup closes the server and every connection still open, then waits
+// for each handle to return: handle must return once c is closed, and must
+// not block on a send nobody receives. Goroutines handle starts are its own
+// to end.
+func serveUpstream(t *testing.T, cert *tls.Certificate, handle func(r *http.Request, c *websocket.Conn)) (url string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	closes = make(chan int, 16)
+	url = "ws://" + ln.Addr().String() + "/"
+	srv := &http.Server{ReadHeaderTimeout: binWait}
+	if cert != nil {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}})
+		url = "wss://" + ln.Addr().String() + "/"
+		// A client that rejects the certificate is logged by the server.
+		srv.ErrorLog = log.New(io.Discard, "", 0)
+	}
 	var (
-		mu    sync.Mutex
-		conns []*websocket.Conn
-		wg    sync.WaitGroup
+		mu     sync.Mutex
+		conns  = map[*websocket.Conn]struct{}{} // open connections; guarded by mu
+		closed bool                             // the cleanup has begun; guarded by mu
+		wg     sync.WaitGroup                   // one per running handle
 	)
 	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	srv := &http.Server{ReadHeaderTimeout: binWait, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
+		// Invariant: no wg.Add once the cleanup may be in wg.Wait.
 		mu.Lock()
-		conns = append(conns, c)
+		if closed {
+			mu.Unlock()
+			c.Close()
+			return
+		}
+		conns[c] = struct{}{}
 		wg.Add(1)
 		mu.Unlock()
-		defer wg.Done()
-		defer c.Close()
+		defer func() {
+			c.Close()
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+			wg.Done()
+		}()
+		handle(r, c)
+	})
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Close() // does not close hijacked connections
+		mu.Lock()
+		closed = true
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return url
+}
+
+// binUpstream is an echo upstream; closes receives the close code wsplice
+// sent on each connection (-1: none).
+func binUpstream(t *testing.T) (url string, closes chan int) {
+	t.Helper()
+	closes = make(chan int, 16)
+	url = serveUpstream(t, nil, func(_ *http.Request, c *websocket.Conn) {
 		for {
 			mt, p, err := c.ReadMessage()
 			if err != nil {
@@ -372,18 +422,8 @@ func binUpstream(t *testing.T) (url string, closes chan int) {
 				return
 			}
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return "ws://" + ln.Addr().String() + "/", closes
+	return url, closes
 }
 
 func binWaitClose(t *testing.T, closes chan int) int {

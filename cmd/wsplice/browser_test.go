@@ -152,28 +152,8 @@ func (u *recordingUpstream) received() []upstreamMsg {
 // for its handlers.
 func browserUpstream(t *testing.T) *recordingUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &recordingUpstream{url: "ws://" + ln.Addr().String() + "/", closes: make(chan upstreamClose, 16)}
-	var (
-		mu    sync.Mutex
-		conns []*websocket.Conn
-		wg    sync.WaitGroup
-	)
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	srv := &http.Server{ReadHeaderTimeout: binWait, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		mu.Lock()
-		conns = append(conns, c)
-		wg.Add(1)
-		mu.Unlock()
-		defer wg.Done()
-		defer c.Close()
+	u := &recordingUpstream{closes: make(chan upstreamClose, 16)}
+	u.url = serveUpstream(t, nil, func(r *http.Request, c *websocket.Conn) {
 		for {
 			mt, p, err := c.ReadMessage()
 			if err != nil {
@@ -193,16 +173,6 @@ func browserUpstream(t *testing.T) *recordingUpstream {
 				return
 			}
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
 	return u
 }

@@ -330,30 +330,12 @@ type viaUpstream struct {
 	closes map[string][]int // by source IP: close codes (-1: none)
 }
 
+// newViaUpstream starts a viaUpstream; a cleanup stops it and waits for
+// its handlers.
 func newViaUpstream(t *testing.T) *viaUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &viaUpstream{url: "ws://" + ln.Addr().String() + "/", closes: map[string][]int{}}
-	var (
-		mu    sync.Mutex
-		conns []*websocket.Conn
-		wg    sync.WaitGroup
-	)
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	srv := &http.Server{ReadHeaderTimeout: binWait, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		mu.Lock()
-		conns = append(conns, c)
-		wg.Add(1)
-		mu.Unlock()
-		defer wg.Done()
-		defer c.Close()
+	u := &viaUpstream{closes: map[string][]int{}}
+	u.url = serveUpstream(t, nil, func(r *http.Request, c *websocket.Conn) {
 		ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 		code := -1
 		defer func() {
@@ -377,16 +359,6 @@ func newViaUpstream(t *testing.T) *viaUpstream {
 				return
 			}
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
 	return u
 }

@@ -322,18 +322,10 @@ func httpGet(t *testing.T, url string) (int, string) {
 // the close; closes receives its code.
 func pushUpstream(t *testing.T, count, size int) (url string, closes chan int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	closes = make(chan int, 4)
-	up := websocket.Upgrader{}
-	srv := &http.Server{ReadHeaderTimeout: binWait, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	url = serveUpstream(t, nil, func(_ *http.Request, c *websocket.Conn) {
+		// The writer ends at its first failed write, at the latest when
+		// serveUpstream closes c.
 		go func() {
 			for i := range count {
 				msg := make([]byte, size)
@@ -357,10 +349,8 @@ func pushUpstream(t *testing.T, count, size int) (url string, closes chan int) {
 				return
 			}
 		}
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "ws://" + ln.Addr().String() + "/", closes
+	})
+	return url, closes
 }
 
 // smallWindowDialer dials with a small receive buffer, so that a client

@@ -523,16 +523,7 @@ func settled(t *testing.T, pid int, pprof string) (rss int64, goroutines int) {
 // every message and adds its bytes to n.
 func sinkUpstream(t *testing.T, cert *tls.Certificate, n *atomic.Int64) string {
 	t.Helper()
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	var wg sync.WaitGroup
-	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		wg.Add(1)
-		defer wg.Done()
-		defer c.Close()
+	return serveUpstream(t, cert, func(_ *http.Request, c *websocket.Conn) {
 		buf := make([]byte, 64<<10)
 		for {
 			_, rd, err := c.NextReader()
@@ -542,18 +533,7 @@ func sinkUpstream(t *testing.T, cert *tls.Certificate, n *atomic.Int64) string {
 			k, _ := io.CopyBuffer(io.Discard, rd, buf)
 			n.Add(k)
 		}
-	}))
-	hs.Config.ErrorLog = log.New(io.Discard, "", 0)
-	scheme := "ws://"
-	if cert != nil {
-		hs.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
-		hs.StartTLS()
-		scheme = "wss://"
-	} else {
-		hs.Start()
-	}
-	t.Cleanup(func() { hs.CloseClientConnections(); hs.Close(); wg.Wait() })
-	return scheme + hs.Listener.Addr().String() + "/"
+	})
 }
 
 // procRSS returns pid's VmRSS in bytes.
