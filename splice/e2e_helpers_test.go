@@ -1237,10 +1237,20 @@ func startRawUpstream(t testing.TB, handler func(conn net.Conn, br *bufio.Reader
 	noErr(t, err, "raw upstream listen")
 	u := &upstream{addr: ln.Addr().String()}
 	u.url = "ws://" + u.addr + "/"
+	serveRaw(t, ln, 2*waitTimeout, nil, handler)
+	return u
+}
+
+// serveRaw accepts connections on ln until the test ends and runs handler
+// on each, with a reader over it and a deadline d from the accept; the
+// connection is closed when handler returns. live, if not nil, counts the
+// handlers running. The cleanup closes ln and every open connection, then
+// waits for the handlers (an error if they take over waitTimeout).
+func serveRaw(t testing.TB, ln net.Listener, d time.Duration, live *atomic.Int64, handler func(net.Conn, *bufio.Reader)) {
 	var (
 		mu     sync.Mutex
-		live   = map[net.Conn]bool{}
-		closed bool
+		conns  = map[net.Conn]bool{} // open connections; guarded by mu
+		closed bool                  // the cleanup has begun; guarded by mu
 		wg     sync.WaitGroup
 	)
 	wg.Add(1)
@@ -1257,24 +1267,32 @@ func startRawUpstream(t testing.TB, handler func(conn net.Conn, br *bufio.Reader
 				conn.Close()
 				return
 			}
-			live[conn] = true
+			conns[conn] = true
 			wg.Add(1)
+			if live != nil {
+				live.Add(1)
+			}
 			mu.Unlock()
 			go func() {
-				defer wg.Done()
-				conn.SetDeadline(time.Now().Add(2 * waitTimeout))
+				defer func() {
+					conn.Close()
+					mu.Lock()
+					delete(conns, conn)
+					mu.Unlock()
+					if live != nil {
+						live.Add(-1)
+					}
+					wg.Done()
+				}()
+				conn.SetDeadline(time.Now().Add(d))
 				handler(conn, bufio.NewReader(conn))
-				conn.Close()
-				mu.Lock()
-				delete(live, conn)
-				mu.Unlock()
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		mu.Lock()
 		closed = true
-		for c := range live {
+		for c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
@@ -1287,7 +1305,6 @@ func startRawUpstream(t testing.TB, handler func(conn net.Conn, br *bufio.Reader
 			t.Errorf("raw upstream handlers did not return")
 		}
 	})
-	return u
 }
 
 // rawAccept reads wsplice's handshake request, checks that it is a valid

@@ -324,54 +324,7 @@ func (env *soakEnv) startRaw(t *testing.T, rcvbuf int, handler func(net.Conn, *b
 	}
 	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	noErr(t, err, "listen")
-	var (
-		mu   sync.Mutex
-		live = map[net.Conn]bool{}
-		wg   sync.WaitGroup
-		done bool
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			if done {
-				mu.Unlock()
-				conn.Close()
-				return
-			}
-			live[conn] = true
-			wg.Add(1)
-			env.live.Add(1)
-			mu.Unlock()
-			go func() {
-				defer func() {
-					conn.Close()
-					mu.Lock()
-					delete(live, conn)
-					mu.Unlock()
-					env.live.Add(-1)
-					wg.Done()
-				}()
-				conn.SetDeadline(time.Now().Add(2 * soakCollectLimit))
-				handler(conn, bufio.NewReader(conn))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		mu.Lock()
-		done = true
-		for c := range live {
-			c.Close()
-		}
-		mu.Unlock()
-		ln.Close()
-		wg.Wait()
-	})
+	serveRaw(t, ln, 2*soakCollectLimit, &env.live, handler)
 	return "ws://" + ln.Addr().String() + "/"
 }
 
