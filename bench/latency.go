@@ -201,22 +201,12 @@ func (res *LatencyResult) run(ctx context.Context, t *Target, o *Options) (err e
 	if res.Payload < stampSize {
 		return errLatencyPayload
 	}
-	up, err := startUpstream(kindEcho, sinkListeners)
+	env, err := openCell(t, kindEcho, res.Clients, latencyScanSize)
 	if err != nil {
 		return err
 	}
-	defer up.Close()
-	in, err := t.start()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		err = stopErr(in.stop(), err)
-	}()
-	cs, err := openClients(in.sessionURL, up, res.Clients, latencyScanSize)
-	if err != nil {
-		return err
-	}
+	defer func() { err = env.close(err) }()
+	up, in, cs := env.up, env.in, env.cs
 
 	var stop atomic.Bool
 	base := time.Now()

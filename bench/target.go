@@ -118,6 +118,43 @@ func (in *instance) sample() (st procStat, ok bool) {
 	return st, err == nil
 }
 
+// cell is what a throughput or latency cell runs on: upstreams of one
+// kind, the target started, and a client per session through it.
+type cell struct {
+	up *upstream
+	in *instance
+	cs []*client
+}
+
+// openCell starts upstreams of kind and the target, then opens clients;
+// on an error it undoes what it did.
+func openCell(t *Target, kind upstreamKind, clients, scanSize int) (*cell, error) {
+	up, err := startUpstream(kind, sinkListeners)
+	if err != nil {
+		return nil, err
+	}
+	in, err := t.start()
+	if err != nil {
+		up.Close()
+		return nil, err
+	}
+	cs, err := openClients(in.sessionURL, up, clients, scanSize)
+	if err != nil {
+		err = stopErr(in.stop(), err)
+		up.Close()
+		return nil, err
+	}
+	return &cell{up: up, in: in, cs: cs}, nil
+}
+
+// close stops the target, then the upstreams; err is the cell's error,
+// returned combined with the target's (stopErr).
+func (c *cell) close(err error) error {
+	err = stopErr(c.in.stop(), err)
+	c.up.Close()
+	return err
+}
+
 // dialConcurrency bounds the handshakes in progress at once.
 const dialConcurrency = 32
 

@@ -164,22 +164,12 @@ func runThroughput(ctx context.Context, t *Target, clients, payload int, o *Opti
 }
 
 func (res *ThroughputResult) run(ctx context.Context, t *Target, o *Options) (err error) {
-	up, err := startUpstream(kindSink, sinkListeners)
+	env, err := openCell(t, kindSink, res.Clients, drainScanSize)
 	if err != nil {
 		return err
 	}
-	defer up.Close()
-	in, err := t.start()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		err = stopErr(in.stop(), err)
-	}()
-	cs, err := openClients(in.sessionURL, up, res.Clients, drainScanSize)
-	if err != nil {
-		return err
-	}
+	defer func() { err = env.close(err) }()
+	up, in, cs := env.up, env.in, env.cs
 	if n := up.connCount(); n != res.Clients {
 		closeClients(cs)
 		return fmt.Errorf("bench: %d upstream connections for %d clients", n, res.Clients)
