@@ -1218,12 +1218,23 @@ func (c *rawClient) expectClose(code int) {
 // expectEOF checks that the peer closes the connection, discarding bytes.
 func expectEOF(t testing.TB, conn net.Conn, r io.Reader) {
 	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	if timeToEOF(conn, r, waitTimeout) < 0 {
+		t.Fatalf("connection still open after %v", waitTimeout)
+	}
+}
+
+// timeToEOF reads r (conn, or a reader over it) until it ends, discarding
+// the bytes, and returns how long that took; -1 when conn was still open
+// after d.
+func timeToEOF(conn net.Conn, r io.Reader, d time.Duration) time.Duration {
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(d))
 	_, err := io.Copy(io.Discard, r)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("connection still open after %v", waitTimeout)
+		return -1
 	}
+	return time.Since(start)
 }
 
 // --- raw upstreams ----------------------------------------------------------

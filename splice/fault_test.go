@@ -12,7 +12,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -174,14 +173,11 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 // fails when conn stays open for d.
 func readUntilEOF(t testing.TB, conn net.Conn, d time.Duration) time.Duration {
 	t.Helper()
-	start := time.Now()
-	conn.SetReadDeadline(start.Add(d))
-	_, err := io.Copy(io.Discard, conn)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	elapsed := timeToEOF(conn, conn, d)
+	if elapsed < 0 {
 		t.Fatalf("connection still open after %v", d)
 	}
-	return time.Since(start)
+	return elapsed
 }
 
 // checkSessionWorks checks that s still works: a control round trip and, when
@@ -482,15 +478,7 @@ func TestHalfOpen(t *testing.T) {
 				return
 			}
 			conn.(*net.TCPConn).CloseWrite()
-			start := time.Now()
-			conn.SetReadDeadline(start.Add(waitTimeout))
-			_, err := io.Copy(io.Discard, br)
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				eof <- -1
-				return
-			}
-			eof <- time.Since(start)
+			eof <- timeToEOF(conn, br, waitTimeout)
 		})
 		up := startUpstream(t, nil)
 		s := dialSession(t, ts.url)
@@ -552,15 +540,7 @@ func TestHalfOpen(t *testing.T) {
 					break
 				}
 			}
-			start := time.Now()
-			conn.SetReadDeadline(start.Add(waitTimeout))
-			_, err := io.Copy(io.Discard, br)
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				closed <- -1
-				return
-			}
-			closed <- time.Since(start)
+			closed <- timeToEOF(conn, br, waitTimeout)
 		})
 		s := dialSession(t, ts.url)
 		a := s.connect(mute.url)
