@@ -412,6 +412,36 @@ func (s *session) writeMessage(mt int, p []byte) error {
 	return s.conn.WriteMessage(mt, p)
 }
 
+// flood sends messages of size bytes to index from a goroutine, as fast
+// as the connection takes them, until a write fails or the returned stop
+// is called; stop waits for the goroutine and returns the bytes written.
+func (s *session) flood(index uint16, size int) (stop func() (sent int64)) {
+	done := make(chan struct{})
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		msg := withIndex(index, make([]byte, size))
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if s.writeMessage(websocket.BinaryMessage, msg) != nil {
+				return
+			}
+			n.Add(int64(len(msg)))
+		}
+	}()
+	return func() int64 {
+		close(done)
+		wg.Wait()
+		return n.Load()
+	}
+}
+
 // send sends payload to an upstream in a binary frame.
 func (s *session) send(index uint16, payload []byte) {
 	s.t.Helper()

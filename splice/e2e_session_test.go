@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -159,26 +158,9 @@ func TestWriteTimeout(t *testing.T) {
 		s := dialSession(t, ts.url)
 		idx := s.connect(stalled.url)
 		oi := s.connect(other.url)
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := withIndex(idx, make([]byte, 64<<10))
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if s.writeMessage(websocket.BinaryMessage, msg) != nil {
-					return
-				}
-			}
-		}()
+		stopFlood := s.flood(idx, 64<<10)
 		d := s.waitDisconnect()
-		close(stop)
-		wg.Wait()
+		stopFlood()
 		equal(t, *d.Index, int(idx), "index")
 		equal(t, d.Code, 1006, "code")
 		if d.Message == "" {

@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -624,25 +623,7 @@ func TestStalledUpstream(t *testing.T) {
 	base := heapAfterGC()
 	hs := startHeapSampler()
 
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	var sent atomic.Int64
-	wg.Add(1)
-	go func() { // the client floods A
-		defer wg.Done()
-		msg := withIndex(a, make([]byte, 256<<10))
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if s.writeMessage(websocket.BinaryMessage, msg) != nil {
-				return
-			}
-			sent.Add(int64(len(msg)))
-		}
-	}()
+	stopFlood := s.flood(a, 256<<10) // the client floods A
 	// While A is stalled: B's messages reach the client, and the other
 	// session does round trips.
 	start := time.Now()
@@ -663,13 +644,12 @@ func TestStalledUpstream(t *testing.T) {
 	}
 	d := s.waitDisconnect()
 	elapsed := time.Since(start)
-	close(stop)
-	wg.Wait()
+	sent := stopFlood()
 	growth := hs.growth()
 	equal(t, *d.Index, int(a), "index")
 	equal(t, d.Code, 1006, "code")
 	t.Logf("stalled upstream dropped after %v (%q); %d MiB written by the client; %d checks during the stall; heap +%d MiB",
-		elapsed.Round(time.Millisecond), d.Message, sent.Load()>>20, during, growth>>20)
+		elapsed.Round(time.Millisecond), d.Message, sent>>20, during, growth>>20)
 	if elapsed > wt+5*time.Second {
 		t.Errorf("dropped after %v, want about --write-timeout %v", elapsed, wt)
 	}
