@@ -17,6 +17,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -43,12 +45,33 @@ func run(args, environ []string) int {
 		fmt.Fprintln(os.Stderr, "wsplice:", err)
 		return 2
 	}
+	setGCPercent(environ)
 	log := newLogger(o)
 	if err := serve(o, log); err != nil {
 		log.Error("wsplice stopped", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// defaultGCPercent is the garbage collector's target (GOGC) when the
+// environment sets none. The forwarding path allocates nothing, so
+// collections follow control traffic only (connects, handshakes), and the
+// heap of a server holding many idle sessions is mostly their live state:
+// 50 instead of Go's 100 keeps a third less memory over it (about 1.55
+// instead of 1.9 KiB per idle session at 9,000, README "Sizing") for
+// collections twice as frequent on the control path.
+const defaultGCPercent = 50
+
+// setGCPercent applies defaultGCPercent unless GOGC is set (and not
+// empty) in environ: the operator's setting stands.
+func setGCPercent(environ []string) {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "GOGC="); ok && v != "" {
+			return
+		}
+	}
+	debug.SetGCPercent(defaultGCPercent)
 }
 
 func newLogger(o *options) *slog.Logger {

@@ -245,3 +245,24 @@ func TestBinaryMetricsAddressInUse(t *testing.T) {
 		t.Errorf("exit %d, want non-zero with a message naming --metrics-address; stderr:\n%s", code, stderr)
 	}
 }
+
+// TestBinaryGCPercent checks the garbage collector's target as the
+// binary's own Go collector reports it: defaultGCPercent when GOGC is
+// unset or empty, the operator's GOGC otherwise.
+func TestBinaryGCPercent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  string
+		want float64
+	}{
+		{"GOGC=", defaultGCPercent},
+		{"GOGC=200", 200},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Parallel()
+			p := binStart(t, []string{tc.env}, "--metrics-address", "127.0.0.1:0")
+			maddr := p.waitLog(t, metricsAddrLine)[1]
+			waitMetrics(t, maddr, map[string]float64{"go_gc_gogc_percent": tc.want})
+		})
+	}
+}
