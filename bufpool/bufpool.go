@@ -2,8 +2,10 @@
 //
 // A Pool belongs to one goroutine (an event loop): Get and Put take no lock
 // and allocate nothing once a class has buffers to reuse. Buffers are kept
-// per class up to a bound, so an idle loop holds at most that many; the
-// rest go back to the garbage collector.
+// per class up to a bound, and Trim, called periodically, lets go of those
+// that no Get needed for a whole period, so a pool that grew in a burst
+// shrinks back once the burst is over; what a pool lets go of goes back to
+// the garbage collector.
 package bufpool
 
 // Classes are the buffer sizes handed out, smallest first. A request
@@ -16,10 +18,21 @@ const keep = 64
 
 // Pool is a free list per size class. The zero value is ready to use.
 //
-// Invariant: every slice in free[i] has cap == Classes[i] and len == 0.
+// Invariant: every slice in free[i] has cap == Classes[i] and len == 0,
+// and low[i] <= len(free[i]).
 type Pool struct {
+	// free[i] is a stack: Get takes from the top, Put pushes on it, so the
+	// bottom holds the buffers used least recently.
 	free [len(Classes)][][]byte
+	// low[i] is the fewest buffers free[i] held since the last Trim: the
+	// bottom low[i] were not needed in that time.
+	low [len(Classes)]int
+	// held is the bytes of all the free lists' buffers.
+	held int
 }
+
+// Held returns the bytes the pool keeps for reuse.
+func (p *Pool) Held() int { return p.held }
 
 // class returns the index of the smallest class holding n bytes, or -1.
 func class(n int) int {
@@ -42,6 +55,8 @@ func (p *Pool) Get(n int) []byte {
 		b := f[len(f)-1]
 		f[len(f)-1] = nil
 		p.free[i] = f[:len(f)-1]
+		p.low[i] = min(p.low[i], len(f)-1)
+		p.held -= Classes[i]
 		return b
 	}
 	return make([]byte, 0, Classes[i])
@@ -55,6 +70,7 @@ func (p *Pool) Put(b []byte) {
 		return
 	}
 	p.free[i] = append(p.free[i], b[:0])
+	p.held += Classes[i]
 }
 
 // Grow returns a buffer holding b's bytes with room for at least n more,
@@ -76,4 +92,25 @@ func (p *Pool) Grow(b []byte, n int) []byte {
 		p.Put(b)
 	}
 	return nb
+}
+
+// Trim lets go of the buffers that no Get needed since the previous Trim
+// (the bottom of each free list, which stayed untouched) and returns how
+// many bytes they held. Called every period, it bounds what an idle pool
+// keeps to what the last period used: a burst's buffers are released one
+// period after it ends.
+func (p *Pool) Trim() (released int) {
+	for i, f := range p.free {
+		n := p.low[i]
+		if n > 0 {
+			m := copy(f, f[n:])
+			clear(f[m:])
+			f = f[:m]
+			p.free[i] = f
+			released += n * Classes[i]
+		}
+		p.low[i] = len(f)
+	}
+	p.held -= released
+	return released
 }

@@ -6,11 +6,10 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync/atomic"
-
-	"github.com/gobwas/ws"
 	"time"
 	"unsafe"
 
+	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
 	"github.com/wsplice/wsplice/bufpool"
@@ -65,6 +64,8 @@ type engine struct {
 	bufs   [][]byte
 	iov    []unix.Iovec
 	pool   bufpool.Pool
+	// pooled is pool.Held() as of the last keepalive sweep, for Stats.
+	pooled atomic.Int64
 	rng    *rand.ChaCha8
 	now    time.Time
 	ns     int64 // now.UnixNano(), the unit of conn times
@@ -82,6 +83,8 @@ type engine struct {
 	pipe pipe // for splice(2), made on first use (splice_linux.go)
 
 	lastKeepalive time.Time       // last keepalive sweep
+	sweptBytes    uint64          // bytes forwarded as of the last sweep
+	released      int             // pool bytes let go of since the last returnMemory
 	stopping      bool            // Shutdown in progress
 	drained       chan<- struct{} // signalled once live reaches 0 while stopping
 }
@@ -266,6 +269,22 @@ func (e *engine) Tick(now time.Time) {
 	}
 	e.flushAll()
 	e.inPos = 0
+	if keepalive {
+		// Pooled buffers no connection needed since the last sweep go
+		// back to the collector: after a burst the loop shrinks back
+		// within two sweeps. Once the loop is quiet (nothing forwarded
+		// since the last sweep), what it let go of, if it is much, is
+		// handed back to the OS at once rather than at the runtime's
+		// next forced cycle.
+		moved := e.cnt[cntBytesIn] + e.cnt[cntBytesOut]
+		e.released += e.pool.Trim()
+		if e.released >= releaseMin && moved == e.sweptBytes {
+			e.srv.returnMemory()
+			e.released = 0
+		}
+		e.sweptBytes = moved
+		e.pooled.Store(int64(e.pool.Held()))
+	}
 }
 
 // serve reads c once (if it has input) and processes what it holds.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,6 +49,9 @@ type Server struct {
 	nextSrc   atomic.Uint32 // round robin over Config.SourceAddrs
 	keepEvery time.Duration // period of the keepalive sweep
 	loopsWG   sync.WaitGroup
+
+	// memPending is set while a returnMemory run is scheduled.
+	memPending atomic.Bool
 
 	done chan struct{} // closed when shutdown starts
 
@@ -118,6 +122,30 @@ func New(cfg Config) (*Server, error) {
 		}()
 	}
 	return s, nil
+}
+
+// releaseMin is the least a loop must have let go of from its buffer pool
+// for returnMemory; memoryDelay gathers the requests of several loops
+// into one run.
+const (
+	releaseMin  = 8 << 20
+	memoryDelay = time.Second
+)
+
+// returnMemory asks for a collection that hands the freed memory back to
+// the operating system (debug.FreeOSMemory), memoryDelay from now, on a
+// timer's goroutine; requests made before it runs share it. A loop asks
+// when it has gone quiet after its buffer pool let go of a burst's
+// buffers: left to itself, an idle process would collect them at the
+// runtime's forced cycle (every two minutes) and return the pages later
+// still, and its RSS would stay at the burst's peak meanwhile.
+func (s *Server) returnMemory() {
+	if s.memPending.CompareAndSwap(false, true) {
+		time.AfterFunc(memoryDelay, func() {
+			s.memPending.Store(false)
+			debug.FreeOSMemory()
+		})
+	}
 }
 
 // ErrServerClosed is returned by Serve after Close or Shutdown.

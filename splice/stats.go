@@ -75,6 +75,11 @@ type Stats struct {
 	// LoopClients is the client connections on each loop (handshaking
 	// ones included): how evenly new connections were spread.
 	LoopClients []int64
+	// PooledBytes is what the loops' buffer pools keep for reuse, as of
+	// their last keepalive sweep (about once a second). A sweep lets go
+	// of the buffers no connection needed since the one before, so it
+	// falls back to zero within two sweeps of the traffic ending.
+	PooledBytes int64
 	Uptime      time.Duration
 }
 
@@ -119,6 +124,7 @@ func (s *Server) Stats() Stats {
 	}
 	for i, e := range s.engs {
 		st.LoopClients[i] = e.clients.Load()
+		st.PooledBytes += e.pooled.Load()
 	}
 	for i := range closeSlots {
 		if v := sum[cntCloseBase+i]; v > 0 {

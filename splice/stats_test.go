@@ -53,3 +53,31 @@ func TestStats(t *testing.T) {
 	equal(t, rpcs["terminate ok"], 1, "terminate ok")
 	equal(t, rpcs["unknown 4003"], 1, "unknown method")
 }
+
+// TestPoolShrinksAfterBurst checks that a loop lets go of a burst's
+// buffers once the burst is over. While an upstream reads nothing, the
+// client's data waits in wsplice's pooled buffers; when the session ends
+// they go back to the loop's pool (Stats.PooledBytes rises), and the
+// sweeps that follow release them (it falls back to zero) instead of
+// keeping them for good.
+func TestPoolShrinksAfterBurst(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, splice.Config{Loops: 1})
+	stalled := startUpstream(t, func(uc *upConn) { <-uc.stop })
+	s := dialSession(t, ts.url)
+	idx := s.connect(stalled.url)
+	stop := s.flood(idx, 64<<10)
+	if !settle(waitTimeout, func() bool { return ts.srv.Stats().BackpressurePauses > 0 }) {
+		t.Fatalf("the client was never paused: %+v", ts.srv.Stats())
+	}
+	s.conn.Close() // the session ends; its buffers go back to the pool
+	stop()
+	var st splice.Stats
+	if !settle(waitTimeout, func() bool { st = ts.srv.Stats(); return st.PooledBytes > 0 }) {
+		t.Fatalf("no pooled bytes after the session ended: %+v", st)
+	}
+	t.Logf("pooled after the burst: %d bytes", st.PooledBytes)
+	if !settle(waitTimeout, func() bool { st = ts.srv.Stats(); return st.PooledBytes == 0 }) {
+		t.Fatalf("the pool kept %d bytes with no traffic", st.PooledBytes)
+	}
+}

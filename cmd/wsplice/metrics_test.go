@@ -58,6 +58,7 @@ func TestMetricsCollector(t *testing.T) {
 			BackpressurePauses: 4, DialsInFlight: 2,
 			Closes:      map[string]uint64{"1000": 5, "1001": 6, "4xxx": 1},
 			LoopClients: []int64{4, 5},
+			PooledBytes: 3 << 20,
 		}
 	}})
 	h := m.hooks()
@@ -86,6 +87,7 @@ func TestMetricsCollector(t *testing.T) {
 		`wsplice_dials_in_flight`:                                     2,
 		`wsplice_loop_clients{loop="0"}`:                              4,
 		`wsplice_loop_clients{loop="1"}`:                              5,
+		`wsplice_pooled_bytes`:                                        3 << 20,
 		`wsplice_closes_total{code="1000"}`:                           5,
 		`wsplice_closes_total{code="1001"}`:                           6,
 		`wsplice_closes_total{code="4xxx"}`:                           1,
