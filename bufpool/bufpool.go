@@ -27,12 +27,15 @@ type Pool struct {
 	// low[i] is the fewest buffers free[i] held since the last Trim: the
 	// bottom low[i] were not needed in that time.
 	low [len(Classes)]int
-	// held is the bytes of all the free lists' buffers.
-	held int
 }
 
 // Held returns the bytes the pool keeps for reuse.
-func (p *Pool) Held() int { return p.held }
+func (p *Pool) Held() (n int) {
+	for i, f := range p.free {
+		n += len(f) * Classes[i]
+	}
+	return n
+}
 
 // class returns the index of the smallest class holding n bytes, or -1.
 func class(n int) int {
@@ -56,7 +59,6 @@ func (p *Pool) Get(n int) []byte {
 		f[len(f)-1] = nil
 		p.free[i] = f[:len(f)-1]
 		p.low[i] = min(p.low[i], len(f)-1)
-		p.held -= Classes[i]
 		return b
 	}
 	return make([]byte, 0, Classes[i])
@@ -70,7 +72,6 @@ func (p *Pool) Put(b []byte) {
 		return
 	}
 	p.free[i] = append(p.free[i], b[:0])
-	p.held += Classes[i]
 }
 
 // Grow returns a buffer holding b's bytes with room for at least n more,
@@ -111,6 +112,5 @@ func (p *Pool) Trim() (released int) {
 		}
 		p.low[i] = len(f)
 	}
-	p.held -= released
 	return released
 }
