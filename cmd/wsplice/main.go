@@ -65,11 +65,15 @@ func run(args, environ []string) int {
 const defaultGCPercent = 50
 
 // setGCPercent applies defaultGCPercent unless GOGC is set (and not
-// empty) in environ: the operator's setting stands.
+// empty) in environ: the operator's setting stands. Like the runtime,
+// which has already applied it, it looks at the first GOGC only.
 func setGCPercent(environ []string) {
 	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, "GOGC="); ok && v != "" {
-			return
+		if v, ok := strings.CutPrefix(kv, "GOGC="); ok {
+			if v != "" {
+				return
+			}
+			break
 		}
 	}
 	debug.SetGCPercent(defaultGCPercent)
