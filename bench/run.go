@@ -285,8 +285,8 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			}
 		case ModeSessions:
 			for i := range o.Targets {
-				if o.Targets[i].Kind == KindDirect {
-					continue
+				if k := o.Targets[i].Kind; k == KindDirect || k == KindRelay {
+					continue // no multiplexer: no sessions
 				}
 				if err := ctx.Err(); err != nil {
 					return res, err

@@ -61,8 +61,8 @@ func BuildServer(ctx context.Context, dir string) (string, error) {
 
 // serverProc is a wsplice process started and watched by the harness.
 type serverProc struct {
-	cmd  *exec.Cmd
-	addr string // host:port it listens on; immutable after startServer
+	cmd   *exec.Cmd
+	addrs []string // host:port it listens on, in log order; immutable after startProc
 
 	exited  chan struct{} // closed when the process has exited
 	waitErr error         // written before exited is closed
@@ -75,12 +75,17 @@ type serverProc struct {
 // startServer starts bin with ServerArgs and waits for its "listening"
 // log line.
 func startServer(bin string) (*serverProc, error) {
-	s := &serverProc{exited: make(chan struct{})}
 	args := ServerArgs
 	if useTLS != nil {
 		args = append(append([]string(nil), ServerArgs...), useTLS.serverArgs()...)
 	}
-	s.cmd = exec.Command(bin, args...)
+	return startProc(exec.Command(bin, args...), 1)
+}
+
+// startProc starts cmd and waits for want "listening" log lines (the
+// form wsplice logs), whose addresses it keeps.
+func startProc(cmd *exec.Cmd, want int) (*serverProc, error) {
+	s := &serverProc{cmd: cmd, exited: make(chan struct{})}
 	s.cmd.Stdout = io.Discard
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -89,7 +94,7 @@ func startServer(bin string) (*serverProc, error) {
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%w: %w", errServerStart, err)
 	}
-	addrc := make(chan string, 1)
+	addrc := make(chan string, want)
 	s.logs.Add(1)
 	go s.readLogs(stderr, addrc)
 	go func() {
@@ -99,29 +104,32 @@ func startServer(bin string) (*serverProc, error) {
 	}()
 	t := time.NewTimer(serverStartTimeout)
 	defer t.Stop()
-	select {
-	case s.addr = <-addrc:
-		return s, nil
-	case <-s.exited:
-		return nil, fmt.Errorf("%w: %w before listening%s", errServerStart, s.waitErr, s.stderrTail())
-	case <-t.C:
-		s.Stop()
-		return nil, fmt.Errorf("%w: no msg=listening line within %v%s", errServerStart, serverStartTimeout, s.stderrTail())
+	for len(s.addrs) < want {
+		select {
+		case a := <-addrc:
+			s.addrs = append(s.addrs, a)
+		case <-s.exited:
+			return nil, fmt.Errorf("%w: %w before listening%s", errServerStart, s.waitErr, s.stderrTail())
+		case <-t.C:
+			s.Stop()
+			return nil, fmt.Errorf("%w: %d of %d msg=listening lines within %v%s", errServerStart, len(s.addrs), want, serverStartTimeout, s.stderrTail())
+		}
 	}
+	return s, nil
 }
 
 // readLogs keeps the last lines of the server's stderr and reports the
-// listening address once.
+// listening addresses, as many as addrc holds.
 func (s *serverProc) readLogs(r io.Reader, addrc chan<- string) {
 	defer s.logs.Done()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	found := false
+	found := 0
 	for sc.Scan() { // ends at EOF, when the process exits
 		line := sc.Text()
-		if !found && strings.Contains(line, "msg=listening") {
+		if found < cap(addrc) && strings.Contains(line, "msg=listening") {
 			if m := listenAddrRE.FindStringSubmatch(line); m != nil {
-				found = true
+				found++
 				addrc <- m[1]
 			}
 		}
@@ -148,7 +156,7 @@ func (s *serverProc) stderrTail() string {
 func (s *serverProc) pid() int { return s.cmd.Process.Pid }
 
 // url is the URL clients open sessions on.
-func (s *serverProc) url() string { return secureURL("ws://" + s.addr + "/") }
+func (s *serverProc) url() string { return secureURL("ws://" + s.addrs[0] + "/") }
 
 // check returns an error if the process has exited.
 func (s *serverProc) check() error {

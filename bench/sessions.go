@@ -67,7 +67,7 @@ func openSessionGroup(sessionURL string, n int) (*sessionGroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	cs, err := openClients(sessionURL, up, n, idleBufSize)
+	cs, err := openClients(&instance{sessionURL: sessionURL}, up, n, idleBufSize)
 	if err != nil {
 		up.Close()
 		return nil, err
@@ -211,10 +211,10 @@ func runSessions(ctx context.Context, t *Target, n int, o *Options) SessionsResu
 }
 
 func (res *SessionsResult) run(ctx context.Context, t *Target, o *Options) (err error) {
-	if t.Kind == KindDirect {
+	if t.Kind == KindDirect || t.Kind == KindRelay {
 		return errors.New("bench: sessions mode needs a multiplexer")
 	}
-	in, err := t.start()
+	in, err := t.start(nil)
 	if err != nil {
 		return err
 	}

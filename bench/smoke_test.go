@@ -17,6 +17,9 @@ import (
 const childEnv = "WSPLICE_BENCH_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == RelayArg {
+		os.Exit(RelayMain(os.Args[2:]))
+	}
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(ChildMain(os.Stdin, os.Stdout))
 	}
@@ -54,6 +57,12 @@ func smokeOptions(t Target) Options {
 // TestSmokeDirect runs the tiny grid against the direct path.
 func TestSmokeDirect(t *testing.T) {
 	smoke(t, Target{Name: "direct", Kind: KindDirect})
+}
+
+// TestSmokeRelay runs the tiny grid through the bare relay, the test
+// binary serving as the relay's process.
+func TestSmokeRelay(t *testing.T) {
+	smoke(t, Target{Name: "relay", Kind: KindRelay, Bin: os.Args[0]})
 }
 
 // TestSmokeOurs runs the tiny grid against the wsplice binary, built for
@@ -100,11 +109,16 @@ func smoke(t *testing.T, target Target) {
 			t.Errorf("throughput %d B: %d bytes for %d messages", c.Payload, c.Bytes, c.Messages)
 		}
 		finite(t, "goodput", c.MbitPerSec, c.OldMbps, c.MessagesPerSec, c.Fairness, c.HarnessCPUPercent)
-		if target.Kind == KindOurs {
+		if target.Kind == KindOurs || target.Kind == KindRelay {
 			if c.Server == nil {
 				t.Errorf("throughput %d B: no server cost for a local server", c.Payload)
 			} else if c.Server.PeakRSSBytes <= 0 || c.Server.FDs <= 0 {
 				t.Errorf("throughput %d B: server cost %+v", c.Payload, *c.Server)
+			}
+			// Every client's bytes pass through the server: both of its
+			// connections are open there, and it did work.
+			if c.Server != nil && (c.Server.FDs < 2*c.Clients || c.Server.CPUSeconds <= 0) {
+				t.Errorf("throughput %d B: %d clients, but the server has %d fds and used %v CPU s", c.Payload, c.Clients, c.Server.FDs, c.Server.CPUSeconds)
 			}
 		}
 	}
@@ -130,7 +144,7 @@ func smoke(t *testing.T, target Target) {
 	}
 
 	wantSessions := 1
-	if target.Kind == KindDirect {
+	if target.Kind == KindDirect || target.Kind == KindRelay {
 		wantSessions = 0
 	}
 	if got := len(res.Sessions); got != wantSessions {

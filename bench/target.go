@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os/exec"
+	"strings"
 	"sync"
 )
 
@@ -19,6 +21,9 @@ const (
 	KindDirect TargetKind = "direct"
 	// KindExternal is a server that speaks the protocol, given by URL.
 	KindExternal TargetKind = "external"
+	// KindRelay is the direct path through a bare TCP relay process (see
+	// RelayMain): what any proxy in a process of its own costs here.
+	KindRelay TargetKind = "relay"
 )
 
 // Target is one way to run the load.
@@ -26,7 +31,7 @@ type Target struct {
 	Name string     // shown in the report: "ours", "direct", "ext 127.0.0.1:3000"
 	Kind TargetKind //
 	URL  string     // session URL, KindExternal only
-	Bin  string     // wsplice binary, KindOurs only
+	Bin  string     // wsplice binary (KindOurs), or a binary that runs RelayMain given RelayArg (KindRelay)
 }
 
 // ExternalTarget checks that rawURL is a ws:// URL on loopback (the
@@ -59,11 +64,14 @@ func ExternalTarget(rawURL string) (Target, error) {
 // instance is a target made ready for one cell.
 type instance struct {
 	t          *Target
-	proc       *serverProc // KindOurs only
-	sessionURL string      // "" for KindDirect
+	proc       *serverProc // KindOurs and KindRelay
+	sessionURL string      // "" for KindDirect and KindRelay
+	upURLs     []string    // KindRelay: the relay's URL for each of up's
 }
 
-func (t *Target) start() (*instance, error) {
+// start makes t ready for a cell whose upstreams are up (nil in sessions
+// mode, which has upstreams of its own per harness process).
+func (t *Target) start(up *upstream) (*instance, error) {
 	in := &instance{t: t}
 	switch t.Kind {
 	case KindOurs:
@@ -74,8 +82,33 @@ func (t *Target) start() (*instance, error) {
 		in.proc, in.sessionURL = p, p.url()
 	case KindExternal:
 		in.sessionURL = secureURL(t.URL)
+	case KindRelay:
+		if up == nil {
+			return nil, errors.New("bench: the relay target needs the cell's upstreams")
+		}
+		args := []string{RelayArg}
+		for _, u := range up.urls {
+			args = append(args, strings.TrimSuffix(strings.TrimPrefix(u, "ws://"), "/"))
+		}
+		p, err := startProc(exec.Command(t.Bin, args...), len(up.urls))
+		if err != nil {
+			return nil, err
+		}
+		in.proc = p
+		for _, a := range p.addrs {
+			in.upURLs = append(in.upURLs, "ws://"+a+"/")
+		}
 	}
 	return in, nil
+}
+
+// upstreamURL is the URL client i dials, or asks its session to connect,
+// for the upstreams up.
+func (in *instance) upstreamURL(up *upstream, i int) string {
+	if in.upURLs != nil {
+		return in.upURLs[i%len(in.upURLs)]
+	}
+	return up.url(i)
 }
 
 // stop ends the server process, if the harness started one.
@@ -133,12 +166,12 @@ func openCell(t *Target, kind upstreamKind, clients, scanSize int) (*cell, error
 	if err != nil {
 		return nil, err
 	}
-	in, err := t.start()
+	in, err := t.start(up)
 	if err != nil {
 		up.Close()
 		return nil, err
 	}
-	cs, err := openClients(in.sessionURL, up, clients, scanSize)
+	cs, err := openClients(in, up, clients, scanSize)
 	if err != nil {
 		err = stopErr(in.stop(), err)
 		up.Close()
@@ -158,9 +191,9 @@ func (c *cell) close(err error) error {
 // dialConcurrency bounds the handshakes in progress at once.
 const dialConcurrency = 32
 
-// openClients opens n clients, client i to upstream URL up.url(i),
-// through the instance's multiplexer if it has one.
-func openClients(sessionURL string, up *upstream, n, scanSize int) ([]*client, error) {
+// openClients opens n clients, client i to upstream in.upstreamURL(up,
+// i), through the instance's multiplexer if it has one.
+func openClients(in *instance, up *upstream, n, scanSize int) ([]*client, error) {
 	var mask [4]byte
 	rand.Read(mask[:])
 	clients := make([]*client, n)
@@ -173,7 +206,7 @@ func openClients(sessionURL string, up *upstream, n, scanSize int) ([]*client, e
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			clients[i], errs[i] = openClient(sessionURL, up.url(i), mask, scanSize)
+			clients[i], errs[i] = openClient(in.sessionURL, in.upstreamURL(up, i), mask, scanSize)
 		}()
 	}
 	wg.Wait()

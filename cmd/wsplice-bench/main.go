@@ -7,7 +7,7 @@
 //	wsplice-bench [--mode all|throughput|latency|sessions] [--clients 32,128,512]
 //	    [--payloads 32,128,1024,4098,65536,1048576] [--duration 5s] [--warmup 1s]
 //	    [--inflight 1] [--sessions 2000] [--server ws://127.0.0.1:PORT]...
-//	    [--no-direct] [--no-ours] [--wsplice-bin PATH] [--quiet-wait 20s] [--retries 2] [--json]
+//	    [--no-direct] [--no-ours] [--relay] [--wsplice-bin PATH] [--quiet-wait 20s] [--retries 2] [--json]
 //	wsplice-bench --render results.json
 package main
 
@@ -31,6 +31,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == bench.ChildArg {
 		os.Exit(bench.ChildMain(os.Stdin, os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == bench.RelayArg {
+		os.Exit(bench.RelayMain(os.Args[2:]))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -61,6 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		render     = fs.String("render", "", "print the Markdown report of a results file written with --json, and measure nothing")
 		noDirect   = fs.Bool("no-direct", false, "skip the direct path")
 		noOurs     = fs.Bool("no-ours", false, "skip the wsplice binary")
+		relay      = fs.Bool("relay", false, "also measure the direct path through a bare TCP relay process (io.Copy both ways, parsing nothing): what any proxy process costs on this machine")
 		wspliceBin = fs.String("wsplice-bin", "", "wsplice binary to measure (default: go build "+bench.ServerPackage+" into a temporary directory)")
 		jsonOut    = fs.Bool("json", false, "write machine-readable JSON to stdout instead of Markdown")
 		tlsOn      = fs.Bool("tls", false, "measure over TLS: wsplice serves TLS with a throwaway certificate, the direct path's upstreams too; clients dial wss://")
@@ -131,6 +135,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if !*noDirect {
 		o.Targets = append(o.Targets, bench.Target{Name: "direct", Kind: bench.KindDirect})
+	}
+	if *relay {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(stderr, "wsplice-bench: --relay:", err)
+			return 1
+		}
+		o.Targets = append(o.Targets, bench.Target{Name: "relay", Kind: bench.KindRelay, Bin: exe})
 	}
 	for _, s := range servers {
 		t, err := bench.ExternalTarget(s)

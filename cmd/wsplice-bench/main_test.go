@@ -83,3 +83,27 @@ func TestJSONRun(t *testing.T) {
 		t.Errorf("--render output:\n%s", md.String())
 	}
 }
+
+func TestMain(m *testing.M) {
+	// --relay re-executes the running binary, here the test binary.
+	if len(os.Args) > 1 && os.Args[1] == bench.RelayArg {
+		os.Exit(bench.RelayMain(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestRelayRun measures one tiny latency cell on the direct path and
+// through the relay, and finds both in the report with their ratio.
+func TestRelayRun(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"--no-ours", "--relay", "--mode", "latency", "--clients", "2",
+		"--payloads", "32", "--duration", "200ms", "--warmup", "0s", "--quiet-wait", "0"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr: %s", code, errOut.String())
+	}
+	for _, want := range []string{"direct / relay (relay ÷ direct)", "Targets: direct, relay."} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
