@@ -9,7 +9,9 @@
 //     that cell;
 //   - direct: the clients talk straight to the upstream servers with no
 //     multiplexer in between, the ceiling on this machine;
-//   - external: any server given by URL that speaks the protocol.
+//   - external: any server given by URL that speaks the protocol;
+//   - relay: the direct path through a bare TCP relay process (RelayMain),
+//     the floor under any proxy's cost on this machine.
 //
 // Three modes exist. Throughput: pipelined senders write many pre-encoded
 // masked frames per write call and upstream sinks count payload bytes
