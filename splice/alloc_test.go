@@ -67,8 +67,8 @@ func newRig(t testing.TB, payload int, frames int) *engineRig {
 	p := make([]byte, 2+payload)
 	for i := 0; i < frames; i++ {
 		h := ws.Header{Fin: true, OpCode: ws.OpBinary, Masked: true, Mask: [4]byte{1, 2, 3, byte(i)}, Length: int64(len(p))}
-		f := make([]byte, wsframe.Size(h)+len(p))
-		n := wsframe.Put(f, h)
+		f := make([]byte, wsframe.Size(&h)+len(p))
+		n := wsframe.Put(f, &h)
 		copy(f[n:], p)
 		wsframe.Cipher(f[n:], h.Mask, 0)
 		r.toUp = append(r.toUp, f...)
@@ -76,8 +76,8 @@ func newRig(t testing.TB, payload int, frames int) *engineRig {
 	// Upstream frames: unmasked.
 	for i := 0; i < frames; i++ {
 		h := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: int64(payload)}
-		f := make([]byte, wsframe.Size(h)+payload)
-		wsframe.Put(f, h)
+		f := make([]byte, wsframe.Size(&h)+payload)
+		wsframe.Put(f, &h)
 		r.toClient = append(r.toClient, f...)
 	}
 	return r
@@ -143,7 +143,7 @@ func drain(fd int, buf []byte) int {
 func TestForwardZeroAlloc(t *testing.T) {
 	for _, size := range []int{32, 1024, 4098, 16 << 10} {
 		r := newRig(t, size, 8)
-		wantUp := 8 * (size + wsframe.Size(ws.Header{Length: int64(size), Masked: true}))
+		wantUp := 8 * (size + wsframe.Size(&ws.Header{Length: int64(size), Masked: true}))
 		r.round(t) // warm the pools and slices
 		if got := drain(r.upPeer, r.buf); got != wantUp {
 			t.Fatalf("size %d: upstream got %d bytes, want %d", size, got, wantUp)

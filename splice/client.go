@@ -125,6 +125,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 	s := c.sess
 	rx := &c.rx
 	used := 0
+	var h ws.Header // filled by ParseInto; see there why not by value
 	for used < len(b) && c.st == stOpen {
 		if rx.remain > 0 {
 			n := len(b) - used
@@ -150,7 +151,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 			}
 			continue
 		}
-		h, hn, err := wsframe.Parse(b[used:])
+		hn, err := wsframe.ParseInto(&h, b[used:])
 		if err != nil {
 			code := 1002
 			if errors.Is(err, wsframe.ErrControlTooLong) {
@@ -251,7 +252,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 			if u.msgType != 0 {
 				nh.OpCode = u.msgType
 			}
-			start := wsframe.PutBefore(b, used+hn+2, nh)
+			start := wsframe.PutBefore(b, used+hn+2, &nh)
 			rx.mode, rx.dst = modeForward, u
 			rx.mask, rx.maskOff = nh.Mask, 0
 			if avail >= h.Length && rx.remain <= compactMax {

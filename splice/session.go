@@ -118,19 +118,19 @@ func (e *engine) frame(h ws.Header, heap bool, parts ...[]byte) []byte {
 		n += len(p)
 	}
 	h.Length = int64(n)
-	size := wsframe.Size(h) + n
+	size := wsframe.Size(&h) + n
 	var b []byte
 	if heap {
 		b = make([]byte, size)
 	} else {
 		b = e.genBuf(size)
 	}
-	off := wsframe.Put(b, h)
+	off := wsframe.Put(b, &h)
 	for _, p := range parts {
 		off += copy(b[off:], p)
 	}
 	if h.Masked {
-		wsframe.Cipher(b[wsframe.Size(h):], h.Mask, 0)
+		wsframe.Cipher(b[wsframe.Size(&h):], h.Mask, 0)
 	}
 	return b
 }

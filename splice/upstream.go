@@ -23,6 +23,7 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 	cl := s.client
 	rx := &u.rx
 	used := 0
+	var h ws.Header // filled by ParseInto; see there why not by value
 	for used < len(b) && u.st == stOpen {
 		if rx.remain > 0 {
 			// Inside a frame: u owns the client stream.
@@ -43,7 +44,7 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 		if s.clientHot {
 			return used
 		}
-		h, hn, err := wsframe.Parse(b[used:])
+		hn, err := wsframe.ParseInto(&h, b[used:])
 		if err != nil {
 			code := 1002
 			if errors.Is(err, wsframe.ErrControlTooLong) {
@@ -93,7 +94,7 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 			ch.OpCode = ws.OpBinary
 			ch.Length += 2
 		}
-		hs := wsframe.Size(ch)
+		hs := wsframe.Size(&ch)
 		whole := avail >= h.Length
 		var g []byte
 		if whole && h.Length <= copyMax {
@@ -101,7 +102,7 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 		} else {
 			g = e.genBuf(hs + 2)
 		}
-		off := wsframe.Put(g, ch)
+		off := wsframe.Put(g, &ch)
 		if first {
 			g[off], g[off+1] = byte(u.index>>8), byte(u.index)
 			off += 2

@@ -18,8 +18,8 @@ func ExamplePutBefore() {
 	mask := [4]byte{0x37, 0xfa, 0x21, 0x3d}
 	payload := append([]byte{0x00, 0x07}, "hello, upstream"...)
 	client := ws.Header{Fin: true, OpCode: ws.OpText, Masked: true, Mask: mask, Length: int64(len(payload))}
-	frame := make([]byte, wsframe.Size(client)+len(payload))
-	n := wsframe.Put(frame, client)
+	frame := make([]byte, wsframe.Size(&client)+len(payload))
+	n := wsframe.Put(frame, &client)
 	copy(frame[n:], payload)
 	wsframe.Cipher(frame[n:], mask, 0)
 
@@ -34,7 +34,7 @@ func ExamplePutBefore() {
 	up := h
 	up.Length -= 2
 	up.Mask = wsframe.RotateMask(h.Mask, 2)
-	start := wsframe.PutBefore(frame, n+2, up)
+	start := wsframe.PutBefore(frame, n+2, &up)
 	out := frame[start:]
 	fmt.Printf("upstream %d: send frame[%d:], %d bytes of %d\n", idx, start, len(out), len(frame))
 

@@ -148,11 +148,11 @@ func FuzzParse(f *testing.F) {
 			}
 
 			var buf [wsframe.MaxHeaderSize]byte
-			m := wsframe.Put(buf[:], h)
-			if m != wsframe.Size(h) {
+			m := wsframe.Put(buf[:], &h)
+			if m != wsframe.Size(&h) {
 				t.Fatalf(
 					"Put(%+v) = %d; Size = %d",
-					h, m, wsframe.Size(h),
+					h, m, wsframe.Size(&h),
 				)
 			}
 			if isMinimal(b, h.Length) {
@@ -211,11 +211,11 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 
 		var buf [wsframe.MaxHeaderSize]byte
-		n := wsframe.Put(buf[:], h)
-		if n != wsframe.Size(h) {
+		n := wsframe.Put(buf[:], &h)
+		if n != wsframe.Size(&h) {
 			t.Fatalf(
 				"Put(%+v) = %d; Size = %d",
-				h, n, wsframe.Size(h),
+				h, n, wsframe.Size(&h),
 			)
 		}
 		var want bytes.Buffer
@@ -246,7 +246,7 @@ func FuzzRoundTrip(f *testing.F) {
 
 		// PutBefore writes the same bytes, ending at end.
 		var big [2 * wsframe.MaxHeaderSize]byte
-		start := wsframe.PutBefore(big[:], len(big), h)
+		start := wsframe.PutBefore(big[:], len(big), &h)
 		if start != len(big)-n || !bytes.Equal(big[start:], buf[:n]) {
 			t.Fatalf(
 				"PutBefore(%+v) = %d, % x; want %d, % x",

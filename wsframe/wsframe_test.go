@@ -424,7 +424,7 @@ func TestParseNonMinimal(t *testing.T) {
 					tc.enc, h, n, err, tc.h, len(tc.enc),
 				)
 			}
-			if s := wsframe.Size(h); s >= n {
+			if s := wsframe.Size(&h); s >= n {
 				t.Fatalf(
 					"Size(%+v) = %d; want less than the %d bytes parsed",
 					h, s, n,
@@ -438,7 +438,7 @@ func TestPutSize(t *testing.T) {
 	t.Parallel()
 	for _, tc := range headerCases {
 		t.Run(tc.name, func(t *testing.T) {
-			if s := wsframe.Size(tc.h); s != len(tc.enc) {
+			if s := wsframe.Size(&tc.h); s != len(tc.enc) {
 				t.Fatalf(
 					"Size(%+v) = %d; want %d",
 					tc.h, s, len(tc.enc),
@@ -447,7 +447,7 @@ func TestPutSize(t *testing.T) {
 
 			// Put writes exactly Size bytes and nothing past them.
 			buf := bytes.Repeat([]byte{0xee}, wsframe.MaxHeaderSize+4)
-			n := wsframe.Put(buf, tc.h)
+			n := wsframe.Put(buf, &tc.h)
 			if n != len(tc.enc) || !bytes.Equal(buf[:n], tc.enc) {
 				t.Fatalf(
 					"Put(%+v) = %d, % x; want %d, % x",
@@ -465,7 +465,7 @@ func TestPutSize(t *testing.T) {
 
 			// A buffer of exactly Size bytes is enough.
 			exact := make([]byte, len(tc.enc))
-			if n := wsframe.Put(exact, tc.h); n != len(tc.enc) || !bytes.Equal(exact, tc.enc) {
+			if n := wsframe.Put(exact, &tc.h); n != len(tc.enc) || !bytes.Equal(exact, tc.enc) {
 				t.Fatalf(
 					"Put(%+v) into %d bytes = %d, % x; want % x",
 					tc.h, len(exact), n, exact, tc.enc,
@@ -527,11 +527,11 @@ func TestMatrix(t *testing.T) {
 						)
 					}
 					var buf [wsframe.MaxHeaderSize]byte
-					n := wsframe.Put(buf[:], h)
-					if !bytes.Equal(buf[:n], want.Bytes()) || wsframe.Size(h) != n {
+					n := wsframe.Put(buf[:], &h)
+					if !bytes.Equal(buf[:n], want.Bytes()) || wsframe.Size(&h) != n {
 						t.Fatalf(
 							"Put(%+v) = % x, Size %d; ws.WriteHeader gives % x",
-							h, buf[:n], wsframe.Size(h), want.Bytes(),
+							h, buf[:n], wsframe.Size(&h), want.Bytes(),
 						)
 					}
 					got, m, err := wsframe.Parse(buf[:n])
@@ -553,7 +553,7 @@ func TestPutBefore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const end = 20
 			buf := bytes.Repeat([]byte{0xee}, end+8)
-			start := wsframe.PutBefore(buf, end, tc.h)
+			start := wsframe.PutBefore(buf, end, &tc.h)
 			if start != end-len(tc.enc) || !bytes.Equal(buf[start:end], tc.enc) {
 				t.Fatalf(
 					"PutBefore(buf, %d, %+v) = %d, buf[start:end] = % x; want %d, % x",
@@ -571,7 +571,7 @@ func TestPutBefore(t *testing.T) {
 
 			// The tightest fit: end == Size(h) puts the header at 0.
 			exact := make([]byte, len(tc.enc))
-			if s := wsframe.PutBefore(exact, len(exact), tc.h); s != 0 || !bytes.Equal(exact, tc.enc) {
+			if s := wsframe.PutBefore(exact, len(exact), &tc.h); s != 0 || !bytes.Equal(exact, tc.enc) {
 				t.Fatalf(
 					"PutBefore(%d bytes, %d, %+v) = %d, % x; want 0, % x",
 					len(exact), len(exact), tc.h, s, exact, tc.enc,
@@ -805,8 +805,8 @@ func TestRewriteInPlace(t *testing.T) {
 				Length: h.Length - 2,
 			}
 			bodyStart := n + 2
-			start := wsframe.PutBefore(frame, bodyStart, up)
-			if start < 0 || start+wsframe.Size(up) != bodyStart {
+			start := wsframe.PutBefore(frame, bodyStart, &up)
+			if start < 0 || start+wsframe.Size(&up) != bodyStart {
 				t.Fatalf(
 					"PutBefore(frame, %d, %+v) = %d; want the header to end at %d",
 					bodyStart, up, start, bodyStart,
@@ -883,19 +883,19 @@ func TestNoAllocs(t *testing.T) {
 		{
 			name: "Put",
 			f: func() {
-				sinkInt = wsframe.Put(buf, long)
+				sinkInt = wsframe.Put(buf, &long)
 			},
 		},
 		{
 			name: "Size",
 			f: func() {
-				sinkInt = wsframe.Size(long)
+				sinkInt = wsframe.Size(&long)
 			},
 		},
 		{
 			name: "PutBefore",
 			f: func() {
-				sinkInt = wsframe.PutBefore(buf, 20, long)
+				sinkInt = wsframe.PutBefore(buf, 20, &long)
 			},
 		},
 		{
@@ -964,7 +964,7 @@ func BenchmarkPut(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				sinkInt = wsframe.Put(buf[:], tc.h)
+				sinkInt = wsframe.Put(buf[:], &tc.h)
 			}
 		})
 	}
