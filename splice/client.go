@@ -125,7 +125,7 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 	s := c.sess
 	rx := &c.rx
 	used := 0
-	var h ws.Header // filled by ParseInto; see there why not by value
+	var h, nh ws.Header // parsed and rewritten; see wsframe.ParseInto why not by value
 	for used < len(b) && c.st == stOpen {
 		if rx.remain > 0 {
 			n := len(b) - used
@@ -247,8 +247,10 @@ func (e *engine) clientInput(c *conn, b []byte) int {
 		default:
 			// Rewrite the header in place: it ends where the payload
 			// after the index begins, masked with the key rotated by 2.
-			nh := ws.Header{Fin: h.Fin, OpCode: h.OpCode, Masked: true,
-				Mask: wsframe.RotateMask(h.Mask, 2), Length: rx.remain}
+			// Field by field: a composite literal is built aside and
+			// copied whole, which stalls (see wsframe.ParseInto).
+			nh.Fin, nh.Rsv, nh.OpCode, nh.Masked = h.Fin, 0, h.OpCode, true
+			nh.Mask, nh.Length = wsframe.RotateMask(h.Mask, 2), rx.remain
 			if u.msgType != 0 {
 				nh.OpCode = u.msgType
 			}

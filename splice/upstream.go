@@ -23,7 +23,7 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 	cl := s.client
 	rx := &u.rx
 	used := 0
-	var h ws.Header // filled by ParseInto; see there why not by value
+	var h, ch ws.Header // parsed, and the client's; see wsframe.ParseInto why not by value
 	for used < len(b) && u.st == stOpen {
 		if rx.remain > 0 {
 			// Inside a frame: u owns the client stream.
@@ -89,7 +89,8 @@ func (e *engine) upstreamInput(u *conn, b []byte) int {
 				e.unwait(u)
 			}
 		}
-		ch := ws.Header{Fin: h.Fin, OpCode: ws.OpContinuation, Length: h.Length}
+		// Field by field, as in clientInput.
+		ch.Fin, ch.OpCode, ch.Length = h.Fin, ws.OpContinuation, h.Length
 		if first {
 			ch.OpCode = ws.OpBinary
 			ch.Length += 2
