@@ -969,3 +969,21 @@ func BenchmarkPut(b *testing.B) {
 		})
 	}
 }
+
+// TestParseIntoReusesHeader: the engine parses every frame of a read into
+// one ws.Header, so ParseInto must set each field, whatever the previous
+// frame left there: here a masked final frame with a 64-bit length, then an
+// unmasked continuation with a 7-bit length.
+func TestParseIntoReusesHeader(t *testing.T) {
+	first := ws.Header{Fin: true, OpCode: ws.OpBinary, Masked: true, Mask: [4]byte{9, 8, 7, 6}, Length: 70000}
+	second := ws.Header{OpCode: ws.OpContinuation, Length: 5}
+	var h ws.Header
+	for _, want := range []ws.Header{first, second} {
+		buf := make([]byte, wsframe.MaxHeaderSize)
+		n := wsframe.Put(buf, &want)
+		got, err := wsframe.ParseInto(&h, buf[:n])
+		if err != nil || got != n || h != want {
+			t.Fatalf("ParseInto(% x) = %d, %v, header %+v; want %d, nil, %+v", buf[:n], got, err, h, n, want)
+		}
+	}
+}
