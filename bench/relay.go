@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -66,7 +67,10 @@ func (r *relay) serve(ln net.Listener, to string) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return // closed
+			if !errors.Is(err, net.ErrClosed) {
+				fmt.Fprintln(os.Stderr, "relay: accept:", err) // in the harness's report
+			}
+			return
 		}
 		u, err := net.Dial("tcp", to)
 		if err != nil {
@@ -118,7 +122,7 @@ func (r *relay) untrack(cs ...net.Conn) {
 }
 
 // pipe copies src to dst until src ends, then passes the end on: a
-// half-close where src ended cleanly, a reset of both otherwise.
+// half-close where src ended cleanly, a close of both otherwise.
 func (r *relay) pipe(dst, src net.Conn, done *sync.WaitGroup) {
 	defer r.wg.Done()
 	defer done.Done()
