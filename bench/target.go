@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"os/exec"
-	"strings"
 	"sync"
 )
 
@@ -87,10 +86,10 @@ func (t *Target) start(up *upstream) (*instance, error) {
 			return nil, errors.New("bench: the relay target needs the cell's upstreams")
 		}
 		args := []string{RelayArg}
-		for _, u := range up.urls {
-			args = append(args, strings.TrimSuffix(strings.TrimPrefix(u, "ws://"), "/"))
+		for _, ln := range up.lns {
+			args = append(args, ln.Addr().String())
 		}
-		p, err := startProc(exec.Command(t.Bin, args...), len(up.urls))
+		p, err := startProc(exec.Command(t.Bin, args...), len(up.lns))
 		if err != nil {
 			return nil, err
 		}
