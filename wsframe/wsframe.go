@@ -56,9 +56,9 @@ func Parse(b []byte) (h ws.Header, n int, err error) {
 // in an array: Go's register ABI passes such a struct through memory, so
 // a header built field by field and then copied by value is read back
 // with one wide load from several narrow stores. The CPU cannot forward
-// those stores and stalls on every frame. Passing pointers and reading
-// fields one by one cut the server's CPU per GB at 32-byte frames by a
-// fifth (README, Performance).
+// those stores and stalls on every frame. Passing pointers and building
+// headers field by field cut the server's CPU per GB at 32-byte frames
+// from 2.8 to 2.0 s (README, Performance).
 func ParseInto(h *ws.Header, b []byte) (n int, err error) {
 	if len(b) < 2 {
 		return 0, nil
